@@ -1,0 +1,178 @@
+// Package config loads nvent's configuration from, in rising precedence,
+// built-in defaults, an optional YAML file and NVENT_* environment variables.
+//
+// Every option has both forms: the YAML key is the variable's name without
+// the NVENT_ prefix, in lower case (NVENT_HTTP_ADDR ↔ http_addr).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/confmap"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/v2"
+
+	"github.com/nvent/nvent/internal/domain"
+)
+
+// EnvPrefix starts every environment variable nvent reads.
+const EnvPrefix = "NVENT_"
+
+// Config is the whole effective configuration. Field tags name the YAML key;
+// the environment variable is NVENT_ plus the key in upper case.
+type Config struct {
+	HTTPAddr string `koanf:"http_addr"`
+	// ShutdownTimeout bounds a graceful stop.
+	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+
+	Store               string `koanf:"store"` // memory | sqlite | postgres
+	SQLitePath          string `koanf:"sqlite_path"`
+	PostgresURL         string `koanf:"postgres_url"`
+	PostgresSchema      string `koanf:"postgres_schema"`
+	PostgresAutomigrate bool   `koanf:"postgres_automigrate"`
+	PostgresMaxConns    int32  `koanf:"postgres_max_conns"`
+
+	Stream   string `koanf:"stream"` // memory | redis
+	RedisURL string `koanf:"redis_url"`
+
+	InstanceID string `koanf:"instance_id"`
+
+	StoreSync      bool `koanf:"store_sync"`
+	FlowEvents     bool `koanf:"flow_events"`
+	ClientMessages bool `koanf:"client_messages"`
+
+	AuthToken string `koanf:"auth_token"`
+
+	LogLevel  string `koanf:"log_level"`  // debug | info | warn | error
+	LogFormat string `koanf:"log_format"` // text | json
+
+	// MaxBodyBytes caps a request body; larger ones get 413.
+	MaxBodyBytes int64 `koanf:"max_body_bytes"`
+}
+
+// Defaults returns the configuration nvent runs with when nothing is set:
+// an embedded SQLite store and an in-memory stream on loopback.
+func Defaults() Config {
+	return Config{
+		HTTPAddr:            "127.0.0.1:8080",
+		ShutdownTimeout:     15 * time.Second,
+		Store:               "sqlite",
+		SQLitePath:          "./data/nvent.db",
+		PostgresSchema:      "public",
+		PostgresAutomigrate: true,
+		PostgresMaxConns:    16,
+		Stream:              "memory",
+		StoreSync:           true,
+		FlowEvents:          true,
+		ClientMessages:      false,
+		LogLevel:            "info",
+		LogFormat:           "text",
+		MaxBodyBytes:        1 << 20,
+	}
+}
+
+// Load builds the configuration from the defaults, the YAML file at path
+// (skipped when path is empty) and the NVENT_* entries of environ (as
+// os.Environ returns them). A key in the file that nvent does not know is an
+// error, so that a typo does not pass silently. An empty instance id is
+// replaced by a random one.
+func Load(path string, environ []string) (Config, error) {
+	k := koanf.New(".")
+	if err := k.Load(confmap.Provider(toMap(Defaults()), "."), nil); err != nil {
+		return Config{}, fmt.Errorf("error loading defaults: %w", err)
+	}
+	if path != "" {
+		fk := koanf.New(".")
+		if err := fk.Load(file.Provider(path), yaml.Parser()); err != nil {
+			return Config{}, fmt.Errorf("error reading config file %s: %w", path, err)
+		}
+		known := Keys()
+		for _, key := range fk.Keys() {
+			if !slices.Contains(known, key) {
+				return Config{}, fmt.Errorf("config file %s: unknown key %q (known keys: %s)", path, key, strings.Join(known, ", "))
+			}
+		}
+		if err := k.Merge(fk); err != nil {
+			return Config{}, fmt.Errorf("error merging config file %s: %w", path, err)
+		}
+	}
+	if err := k.Load(confmap.Provider(envMap(environ), "."), nil); err != nil {
+		return Config{}, fmt.Errorf("error loading environment: %w", err)
+	}
+	var c Config
+	if err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{Tag: "koanf"}); err != nil {
+		return Config{}, fmt.Errorf("error decoding configuration: %w", err)
+	}
+	if c.InstanceID == "" {
+		c.InstanceID = "nvent-" + domain.NewID()[24:]
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// FromEnv is Load with the process environment.
+func FromEnv(path string) (Config, error) { return Load(path, os.Environ()) }
+
+// envMap returns the NVENT_* variables of environ keyed by their YAML name.
+// Variables that name no option (NVENT_TEST_…) are ignored.
+func envMap(environ []string) map[string]any {
+	known := Keys()
+	m := map[string]any{}
+	for _, kv := range environ {
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(name, EnvPrefix) {
+			continue
+		}
+		key := strings.ToLower(strings.TrimPrefix(name, EnvPrefix))
+		if slices.Contains(known, key) {
+			m[key] = value
+		}
+	}
+	return m
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(slices.Contains([]string{"memory", "sqlite", "postgres"}, c.Store), "store must be memory, sqlite or postgres, not %q", c.Store)
+	check(c.Store != "sqlite" || c.SQLitePath != "", "store sqlite needs sqlite_path (NVENT_SQLITE_PATH)")
+	check(c.Store != "postgres" || c.PostgresURL != "", "store postgres needs postgres_url (NVENT_POSTGRES_URL)")
+	check(c.PostgresMaxConns > 0, "postgres_max_conns must be positive")
+	check(slices.Contains([]string{"memory", "redis"}, c.Stream), "stream must be memory or redis, not %q", c.Stream)
+	check(c.Stream != "redis" || c.RedisURL != "", "stream redis needs redis_url (NVENT_REDIS_URL)")
+	check(slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel), "log_level must be debug, info, warn or error, not %q", c.LogLevel)
+	check(slices.Contains([]string{"text", "json"}, c.LogFormat), "log_format must be text or json, not %q", c.LogFormat)
+	check(c.MaxBodyBytes > 0, "max_body_bytes must be positive")
+	check(c.ShutdownTimeout > 0, "shutdown_timeout must be positive")
+	check(domain.ValidateEventID(c.InstanceID) == nil, "instance_id %q must be 1-256 characters of A-Z a-z 0-9 . _ : @ -", c.InstanceID)
+	if host, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		errs = append(errs, fmt.Errorf("http_addr %q: %w", c.HTTPAddr, err))
+	} else {
+		check(c.AuthToken != "" || IsLoopback(host), "http_addr %s is not a loopback address: set auth_token (NVENT_AUTH_TOKEN) to listen there", c.HTTPAddr)
+	}
+	return errors.Join(errs...)
+}
+
+// IsLoopback reports whether host (a name or IP, no port) only accepts local
+// connections. An empty host or 0.0.0.0 listens everywhere.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,111 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+
+	"github.com/nvent/nvent/internal/domain"
+)
+
+// statusOf maps an error code to its HTTP status. This is the one place
+// where domain errors meet HTTP.
+func statusOf(code domain.Code) int {
+	switch code {
+	case domain.CodeInvalidInput:
+		return http.StatusBadRequest
+	case domain.CodeConflict:
+		return http.StatusConflict
+	case domain.CodeNotFound:
+		return http.StatusNotFound
+	case domain.CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case domain.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	case domain.CodeUnauthorized:
+		return http.StatusUnauthorized
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+type errorBody struct {
+	Error struct {
+		Code    domain.Code `json:"code"`
+		Message string      `json:"message"`
+	} `json:"error"`
+}
+
+// writeJSON writes v with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeError writes err as {"error":{"code","message"}} with the status its
+// code maps to. Internal errors are logged with their cause and shown to the
+// client only as "internal error".
+func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	code := domain.ErrorCode(err)
+	status := statusOf(code)
+	if status >= 500 {
+		a.log.ErrorContext(r.Context(), "request failed", slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.String("code", string(code)), slog.Any("error", err))
+	}
+	writeJSON(w, status, errBody(code, domain.PublicMessage(err)))
+}
+
+// decodeJSON reads r's body (at most the configured size) into v. Unknown
+// fields are rejected when strict is set, so that a misspelt field is an
+// error rather than silently ignored.
+func (a *API) decodeJSON(w http.ResponseWriter, r *http.Request, v any, strict bool) error {
+	body, err := a.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	return decodeStrict(body, v, strict)
+}
+
+func decodeStrict(body []byte, v any, strict bool) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if strict {
+		dec.DisallowUnknownFields()
+	}
+	if err := dec.Decode(v); err != nil {
+		return domain.Wrap(domain.CodeInvalidInput, err, "request body is not valid JSON for this endpoint: "+err.Error())
+	}
+	if dec.More() {
+		return domain.Errorf(domain.CodeInvalidInput, "request body holds more than one JSON value")
+	}
+	return nil
+}
+
+// readBody reads the whole body, failing with too_large past MaxBodyBytes
+// and with invalid_input when it is empty.
+func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := a.readOptionalBody(w, r)
+	if err == nil && body == nil {
+		err = domain.Errorf(domain.CodeInvalidInput, "request body is empty")
+	}
+	return body, err
+}
+
+// readOptionalBody is readBody for endpoints whose body may be left out: it
+// returns nil for an empty (or all white space) body.
+func (a *API) readOptionalBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return nil, domain.Errorf(domain.CodeTooLarge, "request body is larger than %d bytes", a.maxBody)
+	case err != nil:
+		return nil, domain.Wrap(domain.CodeInvalidInput, err, "error reading request body")
+	case len(bytes.TrimSpace(body)) == 0:
+		return nil, nil
+	}
+	return body, nil
+}

@@ -1,0 +1,99 @@
+// Package testenv gives tests the real services they run against: a
+// Postgres schema of their own and the Redis URL, failing with a clear
+// message (never skipping) when a service is down. `make test` starts the
+// services first.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultPostgresURL and DefaultRedisURL are the local services the tests
+// use unless NVENT_TEST_POSTGRES_URL / NVENT_TEST_REDIS_URL say otherwise.
+const (
+	DefaultPostgresURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	DefaultRedisURL    = "redis://127.0.0.1:6379/0"
+)
+
+// PostgresURL returns the test database URL after checking that it answers.
+func PostgresURL(t testing.TB) string {
+	t.Helper()
+	url := os.Getenv("NVENT_TEST_POSTGRES_URL")
+	if url == "" {
+		url = DefaultPostgresURL
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("Postgres is not reachable at %s (set NVENT_TEST_POSTGRES_URL, or run `make services`): %v", url, err)
+	}
+	_ = conn.Close(ctx)
+	return url
+}
+
+// Name returns a random lower-case identifier starting with prefix.
+func Name(prefix string) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// PostgresSchema creates an empty schema for this test, dropped with
+// everything in it when the test ends, and returns the database URL and the
+// schema name.
+func PostgresSchema(t testing.TB) (url, schema string) {
+	t.Helper()
+	url = PostgresURL(t)
+	schema = Name("t_")
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()); err != nil {
+		t.Fatalf("error creating schema %s: %v", schema, err)
+	}
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(context.Background(), url)
+		if err != nil {
+			t.Errorf("error dropping schema %s: %v", schema, err)
+			return
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(context.Background(), "DROP SCHEMA "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+			t.Errorf("error dropping schema %s: %v", schema, err)
+		}
+	})
+	return url, schema
+}
+
+// RedisURL returns the test Redis URL after checking that it answers.
+func RedisURL(t testing.TB) string {
+	t.Helper()
+	url := os.Getenv("NVENT_TEST_REDIS_URL")
+	if url == "" {
+		url = DefaultRedisURL
+	}
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatalf("NVENT_TEST_REDIS_URL %q: %v", url, err)
+	}
+	c := redis.NewClient(opts)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("Redis is not reachable at %s (set NVENT_TEST_REDIS_URL, or run `make services`): %v", url, err)
+	}
+	return url
+}
