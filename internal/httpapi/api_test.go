@@ -306,4 +306,3 @@ func TestReadyzNamesFailingChecks(t *testing.T) {
 		t.Fatalf("readyz when all is well: %d %s", r.status, r.body)
 	}
 }
-
