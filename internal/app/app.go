@@ -16,7 +16,8 @@ import (
 )
 
 // Runner is a background part of the service. Run blocks until ctx ends or
-// the part fails.
+// the part fails. A Runner that also has `Running() chan struct{}` is
+// waited for before the HTTP server accepts requests.
 type Runner interface {
 	Run(ctx context.Context) error
 }
@@ -54,6 +55,18 @@ func (a *App) Run(ctx context.Context, ready func(addr net.Addr)) error {
 	g, gctx := errgroup.WithContext(ctx)
 	for _, r := range a.runners {
 		g.Go(func() error { return r.Run(gctx) })
+	}
+	// Writes must not be accepted before the handlers that route them are
+	// subscribed: a runner that says when it is running is waited for.
+	for _, r := range a.runners {
+		if rr, ok := r.(interface{ Running() chan struct{} }); ok {
+			select {
+			case <-rr.Running():
+			case <-gctx.Done():
+				_ = ln.Close()
+				return g.Wait()
+			}
+		}
 	}
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {

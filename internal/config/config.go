@@ -41,6 +41,11 @@ type Config struct {
 
 	Stream   string `koanf:"stream"` // memory | redis
 	RedisURL string `koanf:"redis_url"`
+	// StreamPrefix namespaces the physical streams (Redis keys); instances
+	// that should see each other share it.
+	StreamPrefix string `koanf:"stream_prefix"`
+	// CacheSize is how many documents and keys the read cache holds.
+	CacheSize int `koanf:"cache_size"`
 
 	InstanceID string `koanf:"instance_id"`
 
@@ -69,6 +74,8 @@ func Defaults() Config {
 		PostgresAutomigrate: true,
 		PostgresMaxConns:    16,
 		Stream:              "memory",
+		StreamPrefix:        "nvent:",
+		CacheSize:           10_000,
 		StoreSync:           true,
 		FlowEvents:          true,
 		ClientMessages:      false,
@@ -157,6 +164,8 @@ func (c Config) Validate() error {
 	check(slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel), "log_level must be debug, info, warn or error, not %q", c.LogLevel)
 	check(slices.Contains([]string{"text", "json"}, c.LogFormat), "log_format must be text or json, not %q", c.LogFormat)
 	check(c.MaxBodyBytes > 0, "max_body_bytes must be positive")
+	check(c.StreamPrefix != "", "stream_prefix must not be empty")
+	check(c.CacheSize >= 0, "cache_size must not be negative")
 	check(c.ShutdownTimeout > 0, "shutdown_timeout must be positive")
 	check(domain.ValidateEventID(c.InstanceID) == nil, "instance_id %q must be 1-256 characters of A-Z a-z 0-9 . _ : @ -", c.InstanceID)
 	if host, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {

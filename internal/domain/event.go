@@ -102,6 +102,13 @@ func PrepareAppend(subject string, in []NewEvent) ([]Event, error) {
 		if err := ValidateEventType(e.Type); err != nil {
 			return nil, err
 		}
+		for _, f := range []struct{ name, v string }{{"runId", e.RunID}, {"flowName", e.FlowName}, {"stepName", e.StepName}, {"stepId", e.StepID}} {
+			if f.v != "" {
+				if err := validateName(f.name, f.v, MaxNameLen); err != nil {
+					return nil, err
+				}
+			}
+		}
 		if e.Attempt < 0 {
 			return nil, Errorf(CodeInvalidInput, "attempt must not be negative")
 		}

@@ -1,0 +1,175 @@
+// Package handlers holds nvent's wirings: sets of router handlers, each with
+// one job. The StreamCoordinator routes store changes from the bus onto the
+// stream's three channels; the others consume the stream.
+//
+// Adding a wiring is one new file here (a type with Name and Register) and
+// one line in ProviderSet.
+package handlers
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/nvent/nvent/internal/bus"
+	"github.com/nvent/nvent/internal/stream"
+)
+
+// Channels says which of the three channels are on (the seed's
+// enableStoreSync, enableFlowEvents, enableClientMessages).
+type Channels struct {
+	StoreSync      bool
+	FlowEvents     bool
+	ClientMessages bool
+}
+
+// StreamCoordinator is the wiring that routes every store change from the
+// bus to the stream, as three handlers, one per enabled channel:
+//
+//   - store-sync: every change → store-sync:append:{subject},
+//     store-sync:save:{collection}:{id}, store-sync:delete:{collection}:{id},
+//     store-sync:kv:{key};
+//   - flow-events: flow and step lifecycle events of a run (flow.*, step.*,
+//     emit, await.*) → flow:event:{runId}; flow.trigger → flow:trigger:{flowName};
+//   - client-messages: every event of a run → client:flow:{runId}.
+//
+// A handler acknowledges a bus message only after the stream acknowledged
+// its publish, so a failing publish is retried by the router. Each stream
+// message's event id is the change id, for deduplication downstream.
+type StreamCoordinator struct {
+	channels Channels
+	bus      message.Subscriber
+	stream   message.Publisher
+}
+
+// NewStreamCoordinator returns the coordinator over the bus subscriber and
+// the stream publisher.
+func NewStreamCoordinator(ch Channels, busSub message.Subscriber, pub message.Publisher) *StreamCoordinator {
+	return &StreamCoordinator{channels: ch, bus: busSub, stream: pub}
+}
+
+// Name implements router.Wiring.
+func (c *StreamCoordinator) Name() string { return "stream-coordinator" }
+
+// Register implements router.Wiring: it adds one handler per enabled channel.
+func (c *StreamCoordinator) Register(r *message.Router) error {
+	for _, h := range []struct {
+		on   bool
+		name string
+		fn   func(bus.Change) []outgoing
+	}{
+		{c.channels.StoreSync, "store-sync", storeSyncMessages},
+		{c.channels.FlowEvents, "flow-events", flowEventMessages},
+		{c.channels.ClientMessages, "client-messages", clientMessages},
+	} {
+		if h.on {
+			r.AddConsumerHandler(h.name, bus.Topic, c.bus, c.route(h.fn))
+		}
+	}
+	return nil
+}
+
+// outgoing is one stream message to publish.
+type outgoing struct {
+	topic string
+	msg   stream.Message
+}
+
+// route decodes a change and publishes what fn makes of it.
+func (c *StreamCoordinator) route(fn func(bus.Change) []outgoing) message.NoPublishHandlerFunc {
+	return func(msg *message.Message) error {
+		ch, err := bus.Decode(msg)
+		if err != nil {
+			return err
+		}
+		for _, o := range fn(ch) {
+			if err := c.stream.Publish(o.topic, stream.NewWatermillMessage(o.msg)); err != nil {
+				return fmt.Errorf("error publishing %s on %s: %w", o.msg.EventID, o.topic, err)
+			}
+		}
+		return nil
+	}
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("handlers: encoding %T: %v", v, err)) // only our own types are encoded
+	}
+	return b
+}
+
+// storeSyncMessages returns the store-sync messages of a change.
+func storeSyncMessages(c bus.Change) []outgoing {
+	base := stream.Message{EventID: c.ID, Timestamp: c.At}
+	switch c.Kind {
+	case bus.KindAppend:
+		base.Type = "store.append"
+		base.Data = mustJSON(map[string]any{"subject": c.Event.Subject, "event": c.Event})
+		return []outgoing{{"store-sync:append:" + c.Event.Subject, base}}
+	case bus.KindSave:
+		base.Type = "store.save"
+		base.Data = mustJSON(map[string]any{"collection": c.Collection, "id": c.DocumentID, "version": c.Document.Version, "document": c.Document})
+		return []outgoing{{"store-sync:save:" + c.Collection + ":" + c.DocumentID, base}}
+	case bus.KindDelete:
+		base.Type = "store.delete"
+		base.Data = mustJSON(map[string]any{"collection": c.Collection, "id": c.DocumentID})
+		return []outgoing{{"store-sync:delete:" + c.Collection + ":" + c.DocumentID, base}}
+	case bus.KindKeySet:
+		base.Type = "store.kv"
+		base.Data = mustJSON(map[string]any{"key": c.Key, "op": "set", "entry": c.Entry})
+		return []outgoing{{"store-sync:kv:" + c.Key, base}}
+	case bus.KindKeyDelete:
+		base.Type = "store.kv"
+		base.Data = mustJSON(map[string]any{"key": c.Key, "op": "delete"})
+		return []outgoing{{"store-sync:kv:" + c.Key, base}}
+	}
+	return nil
+}
+
+// IsFlowLifecycle reports whether an event type is a flow or step lifecycle
+// event that drives orchestration: flow.*, step.*, emit, await.*.
+func IsFlowLifecycle(typ string) bool {
+	return strings.HasPrefix(typ, "flow.") || strings.HasPrefix(typ, "step.") ||
+		strings.HasPrefix(typ, "await.") || typ == "emit" || strings.HasPrefix(typ, "emit.")
+}
+
+// TriggerType is the type of an event that asks for a flow to start.
+const TriggerType = "flow.trigger"
+
+// flowEventMessages returns the flow-events messages of a change: lifecycle
+// events of a run on flow:event:{runId}, and trigger requests on
+// flow:trigger:{flowName}.
+func flowEventMessages(c bus.Change) []outgoing {
+	if c.Kind != bus.KindAppend {
+		return nil
+	}
+	e := c.Event
+	switch {
+	case e.Type == TriggerType && e.FlowName != "":
+		return []outgoing{{"flow:trigger:" + e.FlowName, stream.Message{
+			Type: e.Type, EventID: c.ID, Timestamp: c.At,
+			Data: mustJSON(map[string]any{"flowName": e.FlowName, "runId": e.RunID, "event": e}),
+		}}}
+	case e.RunID != "" && IsFlowLifecycle(e.Type):
+		return []outgoing{{"flow:event:" + e.RunID, stream.Message{
+			Type: e.Type, EventID: c.ID, Timestamp: c.At,
+			Data: mustJSON(map[string]any{"runId": e.RunID, "event": e}),
+		}}}
+	}
+	return nil
+}
+
+// clientMessages returns the client-messages message of a change: every
+// event of a run on client:flow:{runId}.
+func clientMessages(c bus.Change) []outgoing {
+	if c.Kind != bus.KindAppend || c.Event.RunID == "" {
+		return nil
+	}
+	return []outgoing{{"client:flow:" + c.Event.RunID, stream.Message{
+		Type: "flow.event", EventID: c.ID, Timestamp: c.At,
+		Data: mustJSON(map[string]any{"runId": c.Event.RunID, "event": c.Event}),
+	}}}
+}
