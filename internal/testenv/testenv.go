@@ -97,3 +97,30 @@ func RedisURL(t testing.TB) string {
 	}
 	return url
 }
+
+// RedisPrefix returns a stream key prefix of this test's own ("e2e…:") and
+// deletes every key under it when the test ends, so that tests share one
+// Redis without seeing each other.
+func RedisPrefix(t testing.TB, url string) string {
+	t.Helper()
+	prefix := Name("nvtest") + ":"
+	t.Cleanup(func() {
+		opts, err := redis.ParseURL(url)
+		if err != nil {
+			t.Errorf("redis url: %v", err)
+			return
+		}
+		c := redis.NewClient(opts)
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		iter := c.Scan(ctx, 0, prefix+"*", 100).Iterator()
+		for iter.Next(ctx) {
+			c.Del(ctx, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			t.Errorf("error deleting test keys under %s: %v", prefix, err)
+		}
+	})
+	return prefix
+}

@@ -1,0 +1,176 @@
+// Package di builds nvent's object graph with google/wire. wire.go declares
+// the injectors (build tag wireinject); wire_gen.go is generated from it by
+// `go tool wire ./internal/di` and committed.
+package di
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/google/wire"
+
+	"github.com/nvent/nvent/internal/app"
+	"github.com/nvent/nvent/internal/bus"
+	"github.com/nvent/nvent/internal/cache"
+	"github.com/nvent/nvent/internal/config"
+	"github.com/nvent/nvent/internal/feed"
+	"github.com/nvent/nvent/internal/handlers"
+	"github.com/nvent/nvent/internal/httpapi"
+	"github.com/nvent/nvent/internal/logging"
+	"github.com/nvent/nvent/internal/metrics"
+	"github.com/nvent/nvent/internal/router"
+	"github.com/nvent/nvent/internal/storage"
+	"github.com/nvent/nvent/internal/storage/memory"
+	"github.com/nvent/nvent/internal/storage/postgres"
+	"github.com/nvent/nvent/internal/storage/sqlite"
+	"github.com/nvent/nvent/internal/stream"
+)
+
+// StoreSet provides the configured storage adapter.
+var StoreSet = wire.NewSet(provideAdapter, providePostgresConfig)
+
+// StreamSet provides the stream of the configured backend.
+var StreamSet = wire.NewSet(provideWatermillLogger, provideStream)
+
+// WiringSet provides the router and every wiring. A new wiring is a file in
+// internal/handlers, its provider here, and a parameter of provideWirings.
+var WiringSet = wire.NewSet(
+	bus.New, provideStreamPublisher, provideChannels, provideMetrics,
+	provideCoordinator, provideCacheInvalidation, provideFlowRuns,
+	provideWirings, provideRouter,
+)
+
+// ServerSet provides the HTTP API, the store stack behind it and the App.
+var ServerSet = wire.NewSet(
+	provideAPIConfig, provideReadinessChecks, httpapi.New, provideApp,
+	provideFeed, provideCache, wire.Bind(new(storage.Store), new(*cache.Store)),
+)
+
+// providePostgresConfig maps the configuration onto the Postgres adapter's.
+func providePostgresConfig(cfg config.Config) postgres.Config {
+	return postgres.Config{
+		URL:         cfg.PostgresURL,
+		Schema:      cfg.PostgresSchema,
+		MaxConns:    cfg.PostgresMaxConns,
+		AutoMigrate: cfg.PostgresAutomigrate,
+	}
+}
+
+// Adapter is the storage adapter itself, before the feed and the cache.
+type Adapter storage.Store
+
+// provideAdapter opens the adapter that cfg.Store names.
+func provideAdapter(ctx context.Context, cfg config.Config, pg postgres.Config, log *slog.Logger) (Adapter, func(), error) {
+	switch cfg.Store {
+	case "memory":
+		return memory.Provide()
+	case "sqlite":
+		return sqlite.Provide(ctx, sqlite.Config{Path: cfg.SQLitePath})
+	case "postgres":
+		return postgres.Open(ctx, pg, log)
+	}
+	return nil, nil, fmt.Errorf("unknown store %q", cfg.Store)
+}
+
+// provideFeed puts the adapter's changes on the bus.
+func provideFeed(a Adapter, b *bus.Bus, log *slog.Logger) *feed.Store {
+	return feed.New(a, b, log)
+}
+
+// provideCache fronts the store with the read cache.
+func provideCache(f *feed.Store, cfg config.Config) *cache.Store {
+	return cache.New(f, cfg.CacheSize)
+}
+
+// provideMigrator returns the Postgres migrator over its own pool.
+func provideMigrator(ctx context.Context, pg postgres.Config, log *slog.Logger) (*postgres.Migrator, func(), error) {
+	pool, cleanup, err := postgres.NewPool(ctx, pg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return postgres.NewMigrator(pool, pg, log), cleanup, nil
+}
+
+func provideWatermillLogger(log *slog.Logger) watermill.LoggerAdapter {
+	return logging.Watermill(log)
+}
+
+// provideStream builds the configured stream backend.
+func provideStream(cfg config.Config, wlog watermill.LoggerAdapter) (*stream.Stream, func(), error) {
+	s, err := stream.New(stream.Config{
+		Backend:    cfg.Stream,
+		RedisURL:   cfg.RedisURL,
+		KeyPrefix:  cfg.StreamPrefix,
+		InstanceID: cfg.InstanceID,
+	}, wlog)
+	if err != nil {
+		return nil, nil, fmt.Errorf("error creating stream: %w", err)
+	}
+	return s, func() { _ = s.Close() }, nil
+}
+
+func provideStreamPublisher(s *stream.Stream) (*stream.Publisher, func(), error) {
+	p, err := s.NewPublisher()
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, func() { _ = p.Close() }, nil
+}
+
+func provideChannels(cfg config.Config) handlers.Channels {
+	return handlers.Channels{StoreSync: cfg.StoreSync, FlowEvents: cfg.FlowEvents, ClientMessages: cfg.ClientMessages}
+}
+
+func provideMetrics() *metrics.Metrics { return metrics.New() }
+
+func provideCoordinator(ch handlers.Channels, b *bus.Bus, p *stream.Publisher) *handlers.StreamCoordinator {
+	return handlers.NewStreamCoordinator(ch, b, p)
+}
+
+func provideCacheInvalidation(s *stream.Stream, c *cache.Store, cfg config.Config, m *metrics.Metrics) (*handlers.CacheInvalidation, func(), error) {
+	sub, err := s.NewSubscriber(stream.Broadcast())
+	if err != nil {
+		return nil, nil, err
+	}
+	counters := handlers.StoreSyncCounters{
+		Received:      m.StoreSync.WithLabelValues("received"),
+		Appends:       m.StoreSync.WithLabelValues("append"),
+		Gaps:          m.StoreSync.WithLabelValues("gap"),
+		Duplicates:    m.StoreSync.WithLabelValues("duplicate"),
+		Invalidations: m.StoreSync.WithLabelValues("invalidation"),
+	}
+	return handlers.NewCacheInvalidation(sub, c, cfg.InstanceID, counters), func() { _ = sub.Close() }, nil
+}
+
+func provideFlowRuns(s *stream.Stream, store storage.Store, m *metrics.Metrics) (*handlers.FlowRuns, func(), error) {
+	sub, err := s.NewSubscriber(stream.Competing(handlers.FlowRunsGroup))
+	if err != nil {
+		return nil, nil, err
+	}
+	return handlers.NewFlowRuns(sub, store, m.WiringMessages.WithLabelValues(handlers.FlowRunsGroup)), func() { _ = sub.Close() }, nil
+}
+
+// provideWirings lists the wirings the router runs.
+func provideWirings(c *handlers.StreamCoordinator, ci *handlers.CacheInvalidation, fr *handlers.FlowRuns) []router.Wiring {
+	return []router.Wiring{c, ci, fr}
+}
+
+func provideRouter(p *stream.Publisher, w []router.Wiring, log *slog.Logger) (*router.Router, error) {
+	return router.New(router.Config{}, p, w, log)
+}
+
+func provideAPIConfig(cfg config.Config) httpapi.Config {
+	return httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes, AuthToken: cfg.AuthToken}
+}
+
+// provideReadinessChecks lists what /readyz checks besides the store.
+func provideReadinessChecks(s *stream.Stream) []httpapi.Check {
+	return []httpapi.Check{{Name: "stream", Check: s.Ping}}
+}
+
+func provideApp(cfg config.Config, api *httpapi.API, m *metrics.Metrics, r *router.Router, log *slog.Logger) *app.App {
+	api.Handle("GET /metrics", m.Handler())
+	return app.New(cfg.HTTPAddr, api, log, cfg.ShutdownTimeout, r)
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Makes sure the services the tests need are up: PostgreSQL (with a `test`
+# database) and Redis, on the addresses NVENT_TEST_POSTGRES_URL and
+# NVENT_TEST_REDIS_URL name (defaults: 127.0.0.1:5432 and :6379).
+# It starts a local service that is installed but stopped, or uses
+# `docker compose up -d` where a Docker engine runs; otherwise it fails and
+# says what is missing. Safe to run again: it leaves running services alone.
+set -euo pipefail
+
+PG_HOST=${NVENT_TEST_PG_HOST:-127.0.0.1}
+PG_PORT=${NVENT_TEST_PG_PORT:-5432}
+REDIS_HOST=${NVENT_TEST_REDIS_HOST:-127.0.0.1}
+REDIS_PORT=${NVENT_TEST_REDIS_PORT:-6379}
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+say() { printf 'services: %s\n' "$*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+wait_port() { # host port name
+	for _ in $(seq 1 60); do
+		port_open "$1" "$2" && return 0
+		sleep 0.5
+	done
+	say "$3 did not come up on $1:$2 within 30s"
+	return 1
+}
+
+docker_engine() { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }
+
+ensure_postgres() {
+	if ! port_open "$PG_HOST" "$PG_PORT"; then
+		if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+			say "starting the local PostgreSQL cluster"
+			pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start || true
+		elif docker_engine; then
+			say "starting PostgreSQL with docker compose"
+			docker compose -f "$here/docker-compose.yml" up -d postgres
+		else
+			say "PostgreSQL is not reachable on $PG_HOST:$PG_PORT and neither a local cluster (pg_ctlcluster) nor a Docker engine is available to start one."
+			say "Install PostgreSQL 13+ (apt-get install postgresql) or point NVENT_TEST_POSTGRES_URL at a server."
+			exit 1
+		fi
+		wait_port "$PG_HOST" "$PG_PORT" PostgreSQL
+	fi
+	# The tests use the `test` database; create it where we can.
+	if command -v psql >/dev/null 2>&1 && [ -z "${NVENT_TEST_POSTGRES_URL:-}" ]; then
+		for _ in $(seq 1 20); do
+			psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1 && break
+			sleep 0.5
+		done
+		if ! psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -Atqc "select 1 from pg_database where datname='test'" | grep -q 1; then
+			say "creating database test"
+			psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -qc 'create database test'
+		fi
+	fi
+	say "PostgreSQL is up on $PG_HOST:$PG_PORT"
+}
+
+ensure_redis() {
+	if ! port_open "$REDIS_HOST" "$REDIS_PORT"; then
+		if command -v redis-server >/dev/null 2>&1; then
+			say "starting a local redis-server"
+			mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
+			redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$REDIS_PORT" --save "" --appendonly no \
+				--dir /var/lib/redis --logfile /var/log/redis/ci.log
+		elif docker_engine; then
+			say "starting Redis with docker compose"
+			docker compose -f "$here/docker-compose.yml" up -d redis
+		else
+			say "Redis is not reachable on $REDIS_HOST:$REDIS_PORT and neither redis-server nor a Docker engine is available to start it."
+			say "Install Redis 7 (apt-get install redis-server) or point NVENT_TEST_REDIS_URL at a server."
+			exit 1
+		fi
+		wait_port "$REDIS_HOST" "$REDIS_PORT" Redis
+	fi
+	say "Redis is up on $REDIS_HOST:$REDIS_PORT"
+}
+
+ensure_postgres
+ensure_redis
