@@ -13,22 +13,58 @@ import (
 
 // The key-value statements. An entry is live while expires_at is NULL or
 // after $now; expired rows stay until a set, incr or delete replaces or
-// removes them.
+// removes them. Every statement that changes an entry also records the
+// change (a row of changes, for the relay), in the same statement, and
+// every write of a key first takes serialiseKey, for the reason the
+// document statements take serialiseDocument: the writes of one key get
+// their transaction ids in the order they write.
 const (
 	getKey = `SELECT value, expires_at FROM kv
 WHERE key = $1 AND (expires_at IS NULL OR expires_at > $2)`
-	setKey = `INSERT INTO kv (key, value, expires_at, updated_at) VALUES ($1, $2, $3, $4)
-ON CONFLICT (key) DO UPDATE
-	SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at, updated_at = EXCLUDED.updated_at`
-	// deleteKey removes the row, expired or not, and tells which it was.
-	deleteKey = `DELETE FROM kv WHERE key = $1 RETURNING expires_at`
+	// serialiseKey serialises the writes of key $1 until their
+	// transaction ends, without giving the transaction an id.
+	serialiseKey = `SELECT pg_advisory_xact_lock(hashtextextended('nvent:kv:' || $1::text, 0))`
+	// setKey and updateKey take $1 key, $2 value, $3 expires_at, $4 now
+	// and $5 the change id.
+	setKey = `WITH l AS (` + serialiseKey + `), k AS (
+	INSERT INTO kv (key, value, expires_at, updated_at)
+	SELECT $1::text, $2::json, $3::timestamptz, $4::timestamptz FROM l
+	ON CONFLICT (key) DO UPDATE
+		SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at, updated_at = EXCLUDED.updated_at
+	RETURNING 1
+)` + recordSet
+	// updateKey runs after serialiseKey and lockKey, in their transaction.
+	updateKey = `WITH k AS (
+	UPDATE kv SET value = $2, expires_at = $3, updated_at = $4 WHERE key = $1
+	RETURNING 1
+)` + recordSet
+	// recordSet inserts the change of the written row k. The body is the
+	// JSON value that domain.KVEntry marshals to (no expiresAt when the
+	// entry does not expire), spaced as json_build_object does, with the
+	// value as stored.
+	recordSet = `
+INSERT INTO changes (id, kind, key, body, at)
+SELECT $5, 'kv.set', $1, CASE WHEN $3::timestamptz IS NULL
+	THEN json_build_object('key', $1::text, 'value', $2::json)
+	ELSE json_build_object('key', $1::text, 'value', $2::json,
+		'expiresAt', to_char($3::timestamptz AT TIME ZONE 'UTC', ` + timeFormat + `))
+	END, $4
+FROM k`
+	// deleteKey removes the row, expired or not, and tells which it was:
+	// it records the change, with id $3 at $2, only for a live entry.
+	deleteKey = `WITH l AS (` + serialiseKey + `), k AS (
+	DELETE FROM kv USING l WHERE key = $1 RETURNING expires_at
+), c AS (
+	INSERT INTO changes (id, kind, key, at)
+	SELECT $3, 'kv.delete', $1, $2 FROM k WHERE k.expires_at IS NULL OR k.expires_at > $2
+)
+SELECT expires_at FROM k`
 	// lockKey returns the key's row locked until the end of the
 	// transaction, first creating it as 0 when absent (the creation is
 	// undone if the transaction rolls back).
 	lockKey = `INSERT INTO kv (key, value, expires_at, updated_at) VALUES ($1, '0', NULL, $2)
 ON CONFLICT (key) DO UPDATE SET value = kv.value
 RETURNING value, expires_at`
-	updateKey = `UPDATE kv SET value = $2, expires_at = $3, updated_at = $4 WHERE key = $1`
 )
 
 // GetKey returns a live entry or a not-found error.
@@ -50,29 +86,32 @@ func (s *Store) GetKey(ctx context.Context, key string) (domain.KVEntry, error) 
 	return e, nil
 }
 
-// SetKey stores value under key, replacing any entry; ttl > 0 makes it
-// expire ttl from now, 0 never.
+// SetKey stores value under key, replacing any entry, and records a kv.set
+// change holding the entry, in one statement; ttl > 0 makes it expire ttl
+// from now, 0 never.
 func (s *Store) SetKey(ctx context.Context, key string, value json.RawMessage, ttl time.Duration) (domain.KVEntry, error) {
 	now := domain.Now()
 	value, exp, err := domain.PrepareKV(key, value, ttl, now)
 	if err != nil {
 		return domain.KVEntry{}, err
 	}
-	if _, err := s.pool.Exec(ctx, setKey, key, value, exp, now); err != nil {
+	if _, err := s.pool.Exec(ctx, setKey, key, value, exp, now, domain.NewID()); err != nil {
 		return domain.KVEntry{}, wrapErr(err, "setting key "+key)
 	}
 	return domain.KVEntry{Key: key, Value: value, ExpiresAt: exp}, nil
 }
 
-// DeleteKey removes a key: not found if absent or expired (an expired row
-// is removed all the same).
+// DeleteKey removes a key and records a kv.delete change, in one
+// statement: not found if absent or expired (an expired row is removed all
+// the same, without a change).
 func (s *Store) DeleteKey(ctx context.Context, key string) error {
 	if err := domain.ValidateKey(key); err != nil {
 		return err
 	}
+	now := domain.Now()
 	var exp *time.Time
-	err := s.pool.QueryRow(ctx, deleteKey, key).Scan(&exp)
-	if errors.Is(err, pgx.ErrNoRows) || (err == nil && domain.Expired(exp, domain.Now())) {
+	err := s.pool.QueryRow(ctx, deleteKey, key, now, domain.NewID()).Scan(&exp)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && domain.Expired(exp, now)) {
 		return keyNotFound(key)
 	}
 	if err != nil {
@@ -81,8 +120,10 @@ func (s *Store) DeleteKey(ctx context.Context, key string) error {
 	return nil
 }
 
-// IncrKey adds delta to the integer under key in a transaction that holds
-// the key's row lock, so concurrent increments serialise. An absent or
+// IncrKey adds delta to the integer under key, and records a kv.set change
+// holding the new entry, in a transaction that holds the key's locks, so
+// concurrent increments serialise. It takes three round trips: the
+// pipelined BEGIN and locks, the update, the commit. An absent or
 // expired key counts as 0 and gets no expiry; a live one keeps its expiry.
 // A value that is not an integer, or a sum that overflows, is a conflict
 // and changes nothing.
@@ -103,6 +144,7 @@ func (s *Store) incrTx(ctx context.Context, key string, delta int64) (domain.KVE
 	var exp *time.Time
 	b := &pgx.Batch{}
 	b.BeginTx(pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	b.Queue(serialiseKey, key)
 	b.Queue(lockKey, key, now).QueryRow(func(row pgx.Row) error { return row.Scan(&current, &exp) })
 	br := s.pool.SendBatch(ctx, b)
 	tx := br.Tx()
@@ -118,7 +160,7 @@ func (s *Store) incrTx(ctx context.Context, key string, delta int64) (domain.KVE
 	if err != nil {
 		return domain.KVEntry{}, err
 	}
-	if _, err := tx.Exec(ctx, updateKey, key, value, exp, now); err != nil {
+	if _, err := tx.Exec(ctx, updateKey, key, value, exp, now, domain.NewID()); err != nil {
 		return domain.KVEntry{}, err
 	}
 	if err := tx.Commit(ctx); err != nil {

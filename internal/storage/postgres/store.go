@@ -9,6 +9,15 @@
 // log and the outbox that a relay reads in commit order, by (tx_id,
 // position). Documents use optimistic versions checked in the statement that
 // writes them.
+//
+// Every successful document or key write also inserts one row into table
+// changes (save, delete, kv.set, kv.delete), in the same statement (or, for
+// an increment, the same transaction): the outbox of what is not an event,
+// read by the relay by (tx_id, position) as well. The writes of one
+// document or key take a transaction-scoped advisory lock before writing,
+// so that, as for a subject's appends, their transaction ids grow in the
+// order they write.
+//
 // Key-value expiry is judged against this process's clock (domain.Now), the
 // same clock that computes expires_at.
 //
