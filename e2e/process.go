@@ -34,11 +34,12 @@ func Build(dir string) (string, error) {
 type Proc struct {
 	URL string // http://127.0.0.1:PORT
 
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	logs bytes.Buffer
-	done chan struct{}
-	err  error // set when done is closed
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	logs   bytes.Buffer
+	done   chan struct{}
+	err    error // set when done is closed
+	killed bool  // by Kill: its exit status is expected
 }
 
 // Logs returns what the process has logged so far.
@@ -123,10 +124,32 @@ func (p *Proc) Stop(timeout time.Duration) error {
 }
 
 func (p *Proc) exitErr() error {
-	if p.err != nil {
+	if p.err != nil && !p.killed {
 		return fmt.Errorf("exited with %v", p.err)
 	}
 	return nil
+}
+
+// TryDo is Do for a process that may be gone: a failed request is an error,
+// not a test failure.
+func (p *Proc) TryDo(method, path, body string) (int, []byte, error) {
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, p.URL+path, r)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
 }
 
 // Do sends a request with a JSON body (none when body is "") and returns the
@@ -275,4 +298,11 @@ func Eventually(t *testing.T, within time.Duration, cond func() bool, msg func()
 		}
 		<-tick.C
 	}
+}
+
+// Kill ends the process with SIGKILL, as a crash would, and waits for it.
+func (p *Proc) Kill() {
+	p.killed = true
+	_ = p.cmd.Process.Kill()
+	<-p.done
 }

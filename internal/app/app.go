@@ -1,6 +1,9 @@
-// Package app runs nvent's serve command: the HTTP server and, beside it,
-// every background part (router, relay) until the context ends, then stops
-// them in order within the shutdown timeout.
+// Package app runs nvent's serve command: the HTTP server, the router that
+// consumes the bus, and the producers that feed the bus (the relay, the
+// feed), until the context ends. It then stops them in order: the HTTP
+// server first (no new writes), then the producers (the relay finishes and
+// checkpoints what the router is handling), then the router — all within
+// the shutdown timeout.
 package app
 
 import (
@@ -10,16 +13,21 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 )
 
 // Runner is a background part of the service. Run blocks until ctx ends or
-// the part fails. A Runner that also has `Running() chan struct{}` is
-// waited for before the HTTP server accepts requests.
+// the part fails.
 type Runner interface {
 	Run(ctx context.Context) error
+}
+
+// Consumer is the part that consumes the bus (the router). Running is
+// closed once it consumes: the HTTP server accepts requests only then.
+type Consumer interface {
+	Runner
+	Running() chan struct{}
 }
 
 // App is a configured nvent server, ready to Run.
@@ -28,18 +36,49 @@ type App struct {
 	handler         http.Handler
 	log             *slog.Logger
 	shutdownTimeout time.Duration
-	runners         []Runner
+	consumer        Consumer
+	producers       []Runner
 }
 
-// New returns an App serving handler on addr.
-func New(addr string, handler http.Handler, log *slog.Logger, shutdownTimeout time.Duration, runners ...Runner) *App {
-	return &App{addr: addr, handler: handler, log: log, shutdownTimeout: shutdownTimeout, runners: runners}
+// New returns an App serving handler on addr, with the bus's consumer and
+// its producers.
+func New(addr string, handler http.Handler, log *slog.Logger, shutdownTimeout time.Duration, consumer Consumer, producers ...Runner) *App {
+	return &App{addr: addr, handler: handler, log: log, shutdownTimeout: shutdownTimeout, consumer: consumer, producers: producers}
 }
 
-// Run listens and serves until ctx ends or a part fails, then shuts the HTTP
-// server down gracefully (in-flight requests finish within the shutdown
-// timeout) and waits for every runner to return. ready, when not nil, is
-// called with the bound address once the listener is open.
+// part runs one Runner under a context of its own.
+type part struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+func start(ctx context.Context, r Runner, failed func()) *part {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p := &part{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		if p.err = r.Run(ctx); p.err != nil {
+			failed()
+		}
+	}()
+	return p
+}
+
+// stop cancels the part and waits for it until deadline ends.
+func (p *part) stop(deadline context.Context) error {
+	p.cancel()
+	select {
+	case <-p.done:
+		return p.err
+	case <-deadline.Done():
+		return errors.New("did not stop within the shutdown timeout")
+	}
+}
+
+// Run listens and serves until ctx ends or a part fails, then shuts down in
+// order (see the package doc). ready, when not nil, is called with the
+// bound address once the server accepts requests.
 func (a *App) Run(ctx context.Context, ready func(addr net.Addr)) error {
 	ln, err := net.Listen("tcp", a.addr)
 	if err != nil {
@@ -52,41 +91,66 @@ func (a *App) Run(ctx context.Context, ready func(addr net.Addr)) error {
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	for _, r := range a.runners {
-		g.Go(func() error { return r.Run(gctx) })
+	stopping, stop := context.WithCancel(ctx)
+	defer stop()
+	var once sync.Once
+	failed := func() { once.Do(stop) }
+
+	consumer := start(ctx, a.consumer, failed)
+	producers := make([]*part, len(a.producers))
+	for i, r := range a.producers {
+		producers[i] = start(ctx, r, failed)
 	}
-	// Writes must not be accepted before the handlers that route them are
-	// subscribed: a runner that says when it is running is waited for.
-	for _, r := range a.runners {
-		if rr, ok := r.(interface{ Running() chan struct{} }); ok {
-			select {
-			case <-rr.Running():
-			case <-gctx.Done():
-				_ = ln.Close()
-				return g.Wait()
+	serveErr := make(chan error, 1)
+	select {
+	case <-a.consumer.Running():
+		go func() { serveErr <- srv.Serve(ln) }()
+		a.log.Info("nvent serving", slog.String("addr", ln.Addr().String()))
+		if ready != nil {
+			ready(ln.Addr())
+		}
+	case <-stopping.Done():
+		_ = ln.Close()
+		serveErr <- http.ErrServerClosed
+	}
+	select {
+	case <-stopping.Done():
+	case err := <-serveErr:
+		if !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("HTTP server failed", slog.Any("error", err))
+		}
+		stop()
+	}
+
+	a.log.Info("shutting down", slog.Duration("timeout", a.shutdownTimeout))
+	deadline, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.shutdownTimeout)
+	defer cancel()
+	var errs []error
+	if err := srv.Shutdown(deadline); err != nil {
+		errs = append(errs, fmt.Errorf("error shutting down HTTP server: %w", err))
+	}
+	// The producers get half the time to finish what they publish while the
+	// router still consumes it; the router closes after them.
+	half, cancelHalf := context.WithTimeout(deadline, a.shutdownTimeout/2)
+	defer cancelHalf()
+	for i, p := range producers {
+		if err := p.stop(half); err != nil {
+			a.log.Warn("a producer is still publishing; closing the router under it", slog.Int("producer", i), slog.Any("error", err))
+		}
+	}
+	if err := consumer.stop(deadline); err != nil {
+		errs = append(errs, fmt.Errorf("router: %w", err))
+	}
+	// A producer still publishing when the router closed returns now.
+	for i, p := range producers {
+		select {
+		case <-p.done:
+			if p.err != nil {
+				errs = append(errs, fmt.Errorf("producer %d: %w", i, p.err))
 			}
+		case <-deadline.Done():
+			errs = append(errs, fmt.Errorf("producer %d did not stop", i))
 		}
 	}
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("error serving HTTP: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		a.log.Info("shutting down", slog.Duration("timeout", a.shutdownTimeout))
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.shutdownTimeout)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			return fmt.Errorf("error shutting down HTTP server: %w", err)
-		}
-		return nil
-	})
-	a.log.Info("nvent serving", slog.String("addr", ln.Addr().String()))
-	if ready != nil {
-		ready(ln.Addr())
-	}
-	return g.Wait()
+	return errors.Join(errs...)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/google/wire"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/nvent/nvent/internal/app"
 	"github.com/nvent/nvent/internal/bus"
@@ -20,6 +21,7 @@ import (
 	"github.com/nvent/nvent/internal/httpapi"
 	"github.com/nvent/nvent/internal/logging"
 	"github.com/nvent/nvent/internal/metrics"
+	"github.com/nvent/nvent/internal/relay"
 	"github.com/nvent/nvent/internal/router"
 	"github.com/nvent/nvent/internal/storage"
 	"github.com/nvent/nvent/internal/storage/memory"
@@ -29,7 +31,7 @@ import (
 )
 
 // StoreSet provides the configured storage adapter.
-var StoreSet = wire.NewSet(provideAdapter, providePostgresConfig)
+var StoreSet = wire.NewSet(provideAdapter, providePostgresConfig, providePostgresPool)
 
 // StreamSet provides the stream of the configured backend.
 var StreamSet = wire.NewSet(provideWatermillLogger, provideStream)
@@ -39,13 +41,13 @@ var StreamSet = wire.NewSet(provideWatermillLogger, provideStream)
 var WiringSet = wire.NewSet(
 	bus.New, provideStreamPublisher, provideChannels, provideMetrics,
 	provideCoordinator, provideCacheInvalidation, provideFlowRuns,
-	provideWirings, provideRouter,
+	provideWirings, provideRouter, provideRelay, router.NewLifecycle,
 )
 
 // ServerSet provides the HTTP API, the store stack behind it and the App.
 var ServerSet = wire.NewSet(
 	provideAPIConfig, provideReadinessChecks, httpapi.New, provideApp,
-	provideFeed, provideCache, wire.Bind(new(storage.Store), new(*cache.Store)),
+	provideFeed, providePublished, provideCache, wire.Bind(new(storage.Store), new(*cache.Store)),
 )
 
 // providePostgresConfig maps the configuration onto the Postgres adapter's.
@@ -61,27 +63,71 @@ func providePostgresConfig(cfg config.Config) postgres.Config {
 // Adapter is the storage adapter itself, before the feed and the cache.
 type Adapter storage.Store
 
-// provideAdapter opens the adapter that cfg.Store names.
-func provideAdapter(ctx context.Context, cfg config.Config, pg postgres.Config, log *slog.Logger) (Adapter, func(), error) {
+// Published is the store whose changes reach the bus: the adapter itself
+// for Postgres (the relay reads them from the database), the feed around
+// it otherwise.
+type Published storage.Store
+
+// providePostgresPool opens the Postgres pool when the store is Postgres,
+// and gives nil otherwise.
+func providePostgresPool(ctx context.Context, cfg config.Config, pg postgres.Config) (*pgxpool.Pool, func(), error) {
+	if cfg.Store != "postgres" {
+		return nil, func() {}, nil
+	}
+	return postgres.NewPool(ctx, pg)
+}
+
+// provideAdapter opens the adapter that cfg.Store names; for Postgres it
+// applies pending migrations first unless automigrate is off.
+func provideAdapter(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, pg postgres.Config, log *slog.Logger) (Adapter, func(), error) {
 	switch cfg.Store {
 	case "memory":
 		return memory.Provide()
 	case "sqlite":
 		return sqlite.Provide(ctx, sqlite.Config{Path: cfg.SQLitePath})
 	case "postgres":
-		return postgres.Open(ctx, pg, log)
+		if pg.AutoMigrate {
+			if _, err := postgres.NewMigrator(pool, pg, log).Up(ctx); err != nil {
+				return nil, nil, err
+			}
+		}
+		return postgres.New(pool), func() {}, nil
 	}
 	return nil, nil, fmt.Errorf("unknown store %q", cfg.Store)
 }
 
-// provideFeed puts the adapter's changes on the bus.
-func provideFeed(a Adapter, b *bus.Bus, log *slog.Logger) *feed.Store {
-	return feed.New(a, b, log)
+// provideFeed wraps the adapter in the feed unless the store is Postgres
+// (which has the relay); nil then.
+func provideFeed(cfg config.Config, a Adapter, b *bus.Bus, life *router.Lifecycle, log *slog.Logger) *feed.Store {
+	if cfg.Store == "postgres" {
+		return nil
+	}
+	return feed.New(a, b, log, life.Started())
+}
+
+func providePublished(a Adapter, f *feed.Store) Published {
+	if f != nil {
+		return f
+	}
+	return a
+}
+
+// provideRelay builds the durable relay when the store is Postgres; nil
+// otherwise.
+func provideRelay(cfg config.Config, pool *pgxpool.Pool, b *bus.Bus, life *router.Lifecycle, m *metrics.Metrics, log *slog.Logger) *relay.Relay {
+	if pool == nil {
+		return nil
+	}
+	return relay.New(pool, b, relay.Config{Schema: cfg.PostgresSchema}, log, relay.Metrics{
+		Relayed:    func(table string, n int) { m.RelayRows.WithLabelValues(table).Add(float64(n)) },
+		Leading:    func(on bool) { m.RelayLeader.Set(map[bool]float64{true: 1}[on]) },
+		Checkpoint: func(table string, pos int64) { m.RelayCheckpoint.WithLabelValues(table).Set(float64(pos)) },
+	}, life.Started(), life.Stopping())
 }
 
 // provideCache fronts the store with the read cache.
-func provideCache(f *feed.Store, cfg config.Config) *cache.Store {
-	return cache.New(f, cfg.CacheSize)
+func provideCache(p Published, cfg config.Config) *cache.Store {
+	return cache.New(p, cfg.CacheSize)
 }
 
 // provideMigrator returns the Postgres migrator over its own pool.
@@ -157,8 +203,8 @@ func provideWirings(c *handlers.StreamCoordinator, ci *handlers.CacheInvalidatio
 	return []router.Wiring{c, ci, fr}
 }
 
-func provideRouter(p *stream.Publisher, w []router.Wiring, log *slog.Logger) (*router.Router, error) {
-	return router.New(router.Config{}, p, w, log)
+func provideRouter(p *stream.Publisher, w []router.Wiring, log *slog.Logger, life *router.Lifecycle) (*router.Router, error) {
+	return router.New(router.Config{}, p, w, log, life)
 }
 
 func provideAPIConfig(cfg config.Config) httpapi.Config {
@@ -170,7 +216,14 @@ func provideReadinessChecks(s *stream.Stream) []httpapi.Check {
 	return []httpapi.Check{{Name: "stream", Check: s.Ping}}
 }
 
-func provideApp(cfg config.Config, api *httpapi.API, m *metrics.Metrics, r *router.Router, log *slog.Logger) *app.App {
+func provideApp(cfg config.Config, api *httpapi.API, m *metrics.Metrics, r *router.Router, f *feed.Store, rl *relay.Relay, log *slog.Logger) *app.App {
 	api.Handle("GET /metrics", m.Handler())
-	return app.New(cfg.HTTPAddr, api, log, cfg.ShutdownTimeout, r)
+	var producers []app.Runner
+	if f != nil {
+		producers = append(producers, f)
+	}
+	if rl != nil {
+		producers = append(producers, rl)
+	}
+	return app.New(cfg.HTTPAddr, api, log, cfg.ShutdownTimeout, r, producers...)
 }

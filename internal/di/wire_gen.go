@@ -12,6 +12,7 @@ import (
 	"github.com/nvent/nvent/internal/bus"
 	"github.com/nvent/nvent/internal/config"
 	"github.com/nvent/nvent/internal/httpapi"
+	"github.com/nvent/nvent/internal/router"
 	"github.com/nvent/nvent/internal/storage/postgres"
 	"github.com/nvent/nvent/internal/stream"
 	"log/slog"
@@ -23,20 +24,29 @@ import (
 func InitializeApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*app.App, func(), error) {
 	httpapiConfig := provideAPIConfig(cfg)
 	postgresConfig := providePostgresConfig(cfg)
-	adapter, cleanup, err := provideAdapter(ctx, cfg, postgresConfig, log)
+	pool, cleanup, err := providePostgresPool(ctx, cfg, postgresConfig)
 	if err != nil {
 		return nil, nil, err
 	}
-	loggerAdapter := provideWatermillLogger(log)
-	v, cleanup2, err := bus.New(loggerAdapter)
+	adapter, cleanup2, err := provideAdapter(ctx, cfg, pool, postgresConfig, log)
 	if err != nil {
 		cleanup()
 		return nil, nil, err
 	}
-	store := provideFeed(adapter, v, log)
-	cacheStore := provideCache(store, cfg)
-	stream, cleanup3, err := provideStream(cfg, loggerAdapter)
+	loggerAdapter := provideWatermillLogger(log)
+	v, cleanup3, err := bus.New(loggerAdapter)
 	if err != nil {
+		cleanup2()
+		cleanup()
+		return nil, nil, err
+	}
+	lifecycle := router.NewLifecycle()
+	store := provideFeed(cfg, adapter, v, lifecycle, log)
+	published := providePublished(adapter, store)
+	cacheStore := provideCache(published, cfg)
+	stream, cleanup4, err := provideStream(cfg, loggerAdapter)
+	if err != nil {
+		cleanup3()
 		cleanup2()
 		cleanup()
 		return nil, nil, err
@@ -44,16 +54,7 @@ func InitializeApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 	v2 := provideReadinessChecks(stream)
 	api := httpapi.New(httpapiConfig, cacheStore, log, v2)
 	metrics := provideMetrics()
-	publisher, cleanup4, err := provideStreamPublisher(stream)
-	if err != nil {
-		cleanup3()
-		cleanup2()
-		cleanup()
-		return nil, nil, err
-	}
-	channels := provideChannels(cfg)
-	streamCoordinator := provideCoordinator(channels, v, publisher)
-	cacheInvalidation, cleanup5, err := provideCacheInvalidation(stream, cacheStore, cfg, metrics)
+	publisher, cleanup5, err := provideStreamPublisher(stream)
 	if err != nil {
 		cleanup4()
 		cleanup3()
@@ -61,7 +62,9 @@ func InitializeApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 		cleanup()
 		return nil, nil, err
 	}
-	flowRuns, cleanup6, err := provideFlowRuns(stream, cacheStore, metrics)
+	channels := provideChannels(cfg)
+	streamCoordinator := provideCoordinator(channels, v, publisher)
+	cacheInvalidation, cleanup6, err := provideCacheInvalidation(stream, cacheStore, cfg, metrics)
 	if err != nil {
 		cleanup5()
 		cleanup4()
@@ -70,8 +73,7 @@ func InitializeApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 		cleanup()
 		return nil, nil, err
 	}
-	v3 := provideWirings(streamCoordinator, cacheInvalidation, flowRuns)
-	router, err := provideRouter(publisher, v3, log)
+	flowRuns, cleanup7, err := provideFlowRuns(stream, cacheStore, metrics)
 	if err != nil {
 		cleanup6()
 		cleanup5()
@@ -81,8 +83,22 @@ func InitializeApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 		cleanup()
 		return nil, nil, err
 	}
-	appApp := provideApp(cfg, api, metrics, router, log)
+	v3 := provideWirings(streamCoordinator, cacheInvalidation, flowRuns)
+	routerRouter, err := provideRouter(publisher, v3, log, lifecycle)
+	if err != nil {
+		cleanup7()
+		cleanup6()
+		cleanup5()
+		cleanup4()
+		cleanup3()
+		cleanup2()
+		cleanup()
+		return nil, nil, err
+	}
+	relay := provideRelay(cfg, pool, v, lifecycle, metrics, log)
+	appApp := provideApp(cfg, api, metrics, routerRouter, store, relay, log)
 	return appApp, func() {
+		cleanup7()
 		cleanup6()
 		cleanup5()
 		cleanup4()
@@ -97,11 +113,17 @@ func InitializeApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 // through a running server's relay.
 func InitializeStore(ctx context.Context, cfg config.Config, log *slog.Logger) (Adapter, func(), error) {
 	postgresConfig := providePostgresConfig(cfg)
-	adapter, cleanup, err := provideAdapter(ctx, cfg, postgresConfig, log)
+	pool, cleanup, err := providePostgresPool(ctx, cfg, postgresConfig)
 	if err != nil {
 		return nil, nil, err
 	}
+	adapter, cleanup2, err := provideAdapter(ctx, cfg, pool, postgresConfig, log)
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
 	return adapter, func() {
+		cleanup2()
 		cleanup()
 	}, nil
 }

@@ -4,11 +4,17 @@
 // adapters know nothing of it, and a durable relay that reads committed
 // changes from the database can take its place without touching them.
 //
-// Publishing after the commit leaves a window: a process that dies between
-// the commit and the publish loses that change's stream message (the store
-// keeps the change itself). Within one process, appends to one subject are
-// published in seq order: the append and its publish run under a lock for
-// that subject.
+// The feed is for the stores that live in one process (memory, SQLite);
+// Postgres uses the durable relay instead (package relay), which reads
+// committed changes from the database itself.
+//
+// Changes are queued in commit order and published by Run, so a write
+// never waits for the stream; appends to one subject are queued under a
+// lock for that subject, so they are published in seq order. When the
+// stream is down the queue fills (QueueSize changes) and then writes wait
+// for room. Publishing after the commit leaves a window: what is still
+// queued when the process dies or stops is not published (the store keeps
+// the changes themselves).
 package feed
 
 import (
@@ -29,23 +35,51 @@ import (
 // stripes is how many locks subjects are spread over.
 const stripes = 256
 
+// QueueSize is how many writes' changes wait for the bus at most.
+const QueueSize = 4096
+
 // Store is a storage.Store that publishes its changes on the bus. Reads go
 // straight to the wrapped store.
 type Store struct {
 	storage.Store
 	pub   message.Publisher
 	log   *slog.Logger
+	ready <-chan struct{}
+	queue chan []*message.Message
 	seed  maphash.Seed
 	locks [stripes]sync.Mutex
 }
 
 // New wraps inner so that its changes are published through pub on
-// bus.Topic.
-func New(inner storage.Store, pub message.Publisher, log *slog.Logger) *Store {
-	return &Store{Store: inner, pub: pub, log: log, seed: maphash.MakeSeed()}
+// bus.Topic by Run, once ready is closed (the bus's handlers are
+// subscribed).
+func New(inner storage.Store, pub message.Publisher, log *slog.Logger, ready <-chan struct{}) *Store {
+	return &Store{Store: inner, pub: pub, log: log, ready: ready, queue: make(chan []*message.Message, QueueSize), seed: maphash.MakeSeed()}
 }
 
-// publish sends changes; a failure is logged, not returned: the write has
+// Run publishes queued changes, in order, until ctx ends.
+func (s *Store) Run(ctx context.Context) error {
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			if n := len(s.queue); n > 0 {
+				s.log.Warn("stopping with changes not yet published", slog.Int("writes", n))
+			}
+			return nil
+		case msgs := <-s.queue:
+			if err := s.pub.Publish(bus.Topic, msgs...); err != nil {
+				s.log.Error("changes committed but not published", slog.Int("count", len(msgs)), slog.Any("error", err))
+			}
+		}
+	}
+}
+
+// publish queues changes; a failure is logged, not returned: the write has
 // committed and the caller must learn that it did.
 func (s *Store) publish(ctx context.Context, changes ...bus.Change) {
 	msgs := make([]*message.Message, 0, len(changes))
@@ -57,8 +91,10 @@ func (s *Store) publish(ctx context.Context, changes ...bus.Change) {
 		}
 		msgs = append(msgs, msg)
 	}
-	if err := s.pub.Publish(bus.Topic, msgs...); err != nil {
-		s.log.ErrorContext(ctx, "changes committed but not published", slog.Int("count", len(msgs)), slog.Any("error", err))
+	select {
+	case s.queue <- msgs:
+	case <-ctx.Done():
+		s.log.ErrorContext(ctx, "changes committed but not queued: the request ended while the queue was full", slog.Int("count", len(msgs)))
 	}
 }
 

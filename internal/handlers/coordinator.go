@@ -14,6 +14,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/nvent/nvent/internal/bus"
+	"github.com/nvent/nvent/internal/domain"
 	"github.com/nvent/nvent/internal/stream"
 )
 
@@ -36,8 +37,12 @@ type Channels struct {
 //   - client-messages: every event of a run → client:flow:{runId}.
 //
 // A handler acknowledges a bus message only after the stream acknowledged
-// its publish, so a failing publish is retried by the router. Each stream
-// message's event id is the change id, for deduplication downstream.
+// its publish. A publish that fails is an unavailable stream: the router
+// retries the message until the stream takes it (so the relay, whose bus
+// publish waits for that, stops and resumes without losing anything); a
+// message that cannot be published at all (an invalid topic) is poison.
+// Each stream message's event id is the change id, for deduplication
+// downstream.
 type StreamCoordinator struct {
 	channels Channels
 	bus      message.Subscriber
@@ -85,8 +90,13 @@ func (c *StreamCoordinator) route(fn func(bus.Change) []outgoing) message.NoPubl
 			return err
 		}
 		for _, o := range fn(ch) {
+			if err := stream.ValidateTopic(o.topic); err != nil {
+				return err // this message cannot be published: poison
+			}
 			if err := c.stream.Publish(o.topic, stream.NewWatermillMessage(o.msg)); err != nil {
-				return fmt.Errorf("error publishing %s on %s: %w", o.msg.EventID, o.topic, err)
+				// The stream, not the message, is at fault: the message
+				// is retried until the stream takes it, never set aside.
+				return domain.Wrap(domain.CodeUnavailable, err, fmt.Sprintf("error publishing %s on %s", o.msg.EventID, o.topic))
 			}
 		}
 		return nil

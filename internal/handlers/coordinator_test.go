@@ -71,7 +71,8 @@ func startPipeline(t *testing.T, ch handlers.Channels) *pipeline {
 		}
 	}()
 
-	r, err := router.New(router.Config{}, pub, []router.Wiring{handlers.NewStreamCoordinator(ch, b, pub)}, log)
+	life := router.NewLifecycle()
+	r, err := router.New(router.Config{}, pub, []router.Wiring{handlers.NewStreamCoordinator(ch, b, pub)}, log, life)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +91,8 @@ func startPipeline(t *testing.T, ch handlers.Channels) *pipeline {
 	}
 	store := memory.New()
 	t.Cleanup(func() { _ = store.Close() })
-	p.store = feed.New(store, b, log)
+	p.store = feed.New(store, b, log, life.Started())
+	go func() { _ = p.store.Run(ctx) }()
 	return p
 }
 

@@ -18,6 +18,12 @@ type Metrics struct {
 	// StoreSync counts what this instance received on the store-sync
 	// channel, by outcome: received, append, gap, duplicate, invalidation.
 	StoreSync *prometheus.CounterVec
+	// RelayRows counts rows the relay published and checkpointed, by table.
+	RelayRows *prometheus.CounterVec
+	// RelayLeader is 1 while this instance holds the relay lease.
+	RelayLeader prometheus.Gauge
+	// RelayCheckpoint is the position relayed up to, by table.
+	RelayCheckpoint *prometheus.GaugeVec
 }
 
 // New registers nvent's metrics and the Go runtime's on a new registry.
@@ -33,8 +39,20 @@ func New() *Metrics {
 			Namespace: "nvent", Name: "store_sync_messages_total",
 			Help: "Store-sync messages this instance received, by outcome (received, append, gap, duplicate, invalidation).",
 		}, []string{"outcome"}),
+		RelayRows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "nvent", Name: "relay_rows_total",
+			Help: "Committed rows the relay published and checkpointed, by table (events, changes).",
+		}, []string{"table"}),
+		RelayLeader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "nvent", Name: "relay_leader",
+			Help: "1 while this instance holds the relay lease and relays, 0 otherwise.",
+		}),
+		RelayCheckpoint: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "nvent", Name: "relay_checkpoint_position",
+			Help: "The position the relay has checkpointed, by table.",
+		}, []string{"table"}),
 	}
-	reg.MustRegister(m.WiringMessages, m.StoreSync, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(m.WiringMessages, m.StoreSync, m.RelayRows, m.RelayLeader, m.RelayCheckpoint, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -8,7 +8,9 @@
 // with the reason, on the poison topic — or, if even that fails, logged —
 // and acknowledged, so that it never blocks the messages after it), the
 // recoverer (a panic becomes an error), and the retry (with exponential
-// backoff).
+// backoff). An error classified unavailable (domain.ErrUnavailable: the
+// stream or the store cannot be reached) is not the message's fault: after
+// the retries the message is nacked and delivered again, never poisoned.
 package router
 
 import (
@@ -21,6 +23,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
+	"github.com/nvent/nvent/internal/domain"
 	"github.com/nvent/nvent/internal/logging"
 )
 
@@ -61,23 +64,47 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// Lifecycle tells the bus's producers (the feed, the relay) when the router
+// consumes: they publish only once it has started (a GoChannel drops a
+// message that finds no subscriber), and a publish that returns once it is
+// stopping may not have been handled.
+type Lifecycle struct {
+	started, stopping chan struct{}
+}
+
+// NewLifecycle returns the lifecycle of a router not yet running.
+func NewLifecycle() *Lifecycle {
+	return &Lifecycle{started: make(chan struct{}), stopping: make(chan struct{})}
+}
+
+// Started is closed once every handler is subscribed.
+func (l *Lifecycle) Started() <-chan struct{} { return l.started }
+
+// Stopping is closed once the router begins to close.
+func (l *Lifecycle) Stopping() <-chan struct{} { return l.stopping }
+
 // Router is the configured Watermill router with its wirings.
 type Router struct {
 	r       *message.Router
 	wirings []Wiring
 	log     *slog.Logger
+	life    *Lifecycle
 }
 
 // New builds the router; poison receives the messages that fail for good.
-// Wirings are registered by Run.
-func New(cfg Config, poison message.Publisher, wirings []Wiring, log *slog.Logger) (*Router, error) {
+// Wirings are registered by Run, which reports its progress on life.
+func New(cfg Config, poison message.Publisher, wirings []Wiring, log *slog.Logger, life *Lifecycle) (*Router, error) {
 	cfg.setDefaults()
 	wlog := logging.Watermill(log)
 	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, wlog)
 	if err != nil {
 		return nil, fmt.Errorf("error creating router: %w", err)
 	}
-	pq, err := middleware.PoisonQueue(lastResort{poison, log}, cfg.PoisonTopic)
+	pq, err := middleware.PoisonQueueWithFilter(lastResort{poison, log}, cfg.PoisonTopic, func(err error) bool {
+		// An unavailable stream or store is not the message's fault: it is
+		// nacked and comes again, never set aside.
+		return !errors.Is(err, domain.ErrUnavailable)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("error creating poison queue: %w", err)
 	}
@@ -92,7 +119,7 @@ func New(cfg Config, poison message.Publisher, wirings []Wiring, log *slog.Logge
 			Logger:          wlog,
 		}.Middleware,
 	)
-	return &Router{r: r, wirings: wirings, log: log}, nil
+	return &Router{r: r, wirings: wirings, log: log, life: life}, nil
 }
 
 // Run registers every wiring and runs the router until ctx ends, then
@@ -104,16 +131,32 @@ func (rt *Router) Run(ctx context.Context) error {
 		}
 		rt.log.Debug("wiring registered", slog.String("wiring", w.Name()))
 	}
+	// The router's own context ends only after Stopping is closed: the bus
+	// closes its subscriptions when that context ends, which lets a blocked
+	// Publish return, and a producer must by then know not to trust it.
+	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer rcancel()
 	errc := make(chan error, 1)
-	go func() { errc <- rt.r.Run(ctx) }()
+	go func() { errc <- rt.r.Run(rctx) }()
+	go func() {
+		select {
+		case <-rt.r.Running():
+			close(rt.life.started)
+		case <-rctx.Done():
+		}
+	}()
+	var err error
 	select {
 	case <-ctx.Done():
-		err := rt.r.Close()
-		return errors.Join(err, <-errc)
-	case err := <-errc:
+		close(rt.life.stopping)
+		err = rt.r.Close()
+		rcancel()
+		err = errors.Join(err, <-errc)
+	case err = <-errc:
+		close(rt.life.stopping)
 		_ = rt.r.Close()
-		return err
 	}
+	return err
 }
 
 // lastResort publishes poisoned messages and, when that fails too (the

@@ -13,6 +13,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"go.uber.org/goleak"
 
+	"github.com/nvent/nvent/internal/domain"
 	"github.com/nvent/nvent/internal/router"
 )
 
@@ -50,7 +51,7 @@ func TestAFailingMessageGoesToPoisonAndTheRestFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := &picky{sub: pubsub, seen: make(chan string, 10)}
-	r, err := router.New(router.Config{PoisonTopic: "poison:test", RetryInterval: time.Millisecond}, poisonPubSub, []router.Wiring{w}, slog.New(slog.DiscardHandler))
+	r, err := router.New(router.Config{PoisonTopic: "poison:test", RetryInterval: time.Millisecond}, poisonPubSub, []router.Wiring{w}, slog.New(slog.DiscardHandler), router.NewLifecycle())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +102,7 @@ func TestAPoisonTopicThatIsDownDoesNotBlock(t *testing.T) {
 	pubsub := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, watermill.NopLogger{})
 	defer pubsub.Close()
 	w := &picky{sub: pubsub, seen: make(chan string, 10)}
-	r, err := router.New(router.Config{RetryInterval: time.Millisecond}, failingPublisher{}, []router.Wiring{w}, slog.New(slog.DiscardHandler))
+	r, err := router.New(router.Config{RetryInterval: time.Millisecond}, failingPublisher{}, []router.Wiring{w}, slog.New(slog.DiscardHandler), router.NewLifecycle())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,5 +131,77 @@ func TestAPoisonTopicThatIsDownDoesNotBlock(t *testing.T) {
 	}
 	if err := <-published; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// flaky fails as unavailable until it is told the stream is back.
+type flaky struct {
+	sub      message.Subscriber
+	attempts chan struct{}
+	up       chan struct{}
+	seen     chan string
+}
+
+func (f *flaky) Name() string { return "flaky" }
+
+func (f *flaky) Register(r *message.Router) error {
+	r.AddConsumerHandler("flaky", "in", f.sub, func(msg *message.Message) error {
+		select {
+		case <-f.up:
+			f.seen <- string(msg.Payload)
+			return nil
+		default:
+			select {
+			case f.attempts <- struct{}{}:
+			default:
+			}
+			return domain.Wrap(domain.CodeUnavailable, errors.New("connection refused"), "stream unavailable")
+		}
+	})
+	return nil
+}
+
+func TestAnUnavailableStreamIsWaitedForNotPoisoned(t *testing.T) {
+	pubsub := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, watermill.NopLogger{})
+	defer pubsub.Close()
+	poisonPubSub := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 10}, watermill.NopLogger{})
+	defer poisonPubSub.Close()
+	poison, err := poisonPubSub.Subscribe(context.Background(), "poison:test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &flaky{sub: pubsub, attempts: make(chan struct{}, 1), up: make(chan struct{}), seen: make(chan string, 1)}
+	r, err := router.New(router.Config{PoisonTopic: "poison:test", RetryInterval: time.Millisecond}, poisonPubSub, []router.Wiring{f}, slog.New(slog.DiscardHandler), router.NewLifecycle())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-r.Running()
+	go func() { _ = pubsub.Publish("in", message.NewMessage("m1", []byte("m1"))) }()
+	// Many more attempts than the retry budget: the message is nacked and
+	// comes again instead of being set aside.
+	for range 20 {
+		select {
+		case <-f.attempts:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the message stopped being retried while the stream was down")
+		}
+	}
+	close(f.up)
+	select {
+	case got := <-f.seen:
+		if got != "m1" {
+			t.Fatalf("handled %q", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the message was not delivered once the stream came back")
+	}
+	select {
+	case m := <-poison:
+		t.Fatalf("a message that failed only because the stream was down went to poison: %s", m.Payload)
+	default:
 	}
 }

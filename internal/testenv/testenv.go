@@ -8,7 +8,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"net"
 	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -123,4 +128,66 @@ func RedisPrefix(t testing.TB, url string) string {
 		}
 	})
 	return prefix
+}
+
+// PrivateRedis is a redis-server of the test's own, on a free loopback port,
+// that the test may stop and start again (nothing kept on disk). It is
+// stopped when the test ends.
+type PrivateRedis struct {
+	URL  string
+	port int
+	dir  string
+	cmd  *exec.Cmd
+	t    testing.TB
+}
+
+// StartPrivateRedis starts a private redis-server.
+func StartPrivateRedis(t testing.TB) *PrivateRedis {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatalf("this test starts its own redis-server, which is not installed (apt-get install redis-server): %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+	r := &PrivateRedis{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), port: port, dir: t.TempDir(), t: t}
+	r.Start()
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// Start starts the server (again) and waits until it answers.
+func (r *PrivateRedis) Start() {
+	r.t.Helper()
+	r.cmd = exec.Command("redis-server", "--bind", "127.0.0.1", "--port", strconv.Itoa(r.port),
+		"--save", "", "--appendonly", "no", "--dir", r.dir)
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatalf("error starting redis-server: %v", err)
+	}
+	opts, _ := redis.ParseURL(r.URL)
+	c := redis.NewClient(opts)
+	defer c.Close()
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for c.Ping(context.Background()).Err() != nil {
+		select {
+		case <-deadline:
+			r.t.Fatalf("private redis-server on port %d did not answer within 10s", r.port)
+		case <-tick.C:
+		}
+	}
+}
+
+// Stop stops the server and waits for it to exit.
+func (r *PrivateRedis) Stop() {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return
+	}
+	_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	_ = r.cmd.Wait()
+	r.cmd = nil
 }

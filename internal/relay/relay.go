@@ -1,0 +1,410 @@
+// Package relay moves what Postgres committed onto the bus, durably: the
+// events table is the outbox of events, and the changes table that of
+// document and key changes. Nothing is written twice per event.
+//
+// # Commit order
+//
+// position (a sequence) is handed out at insert, not at commit: a reader that
+// checkpoints "position > last" skips a row whose transaction commits after a
+// later one's. The relay reads rows in (tx_id, position) order, and only
+// those of transactions below pg_snapshot_xmin(pg_current_snapshot()): every
+// transaction with a smaller id has ended, so no row can still appear behind
+// the cursor. (This is how watermill-sql's Postgres adapter reads too.) A
+// long-running transaction anywhere in the cluster holds xmin back and so
+// delays the relay — it never makes it skip anything.
+//
+// # Checkpoints and delivery
+//
+// A batch is published on the bus, whose Publish returns once every handler
+// acknowledged every message — the stream coordinator acknowledges only after
+// the stream acknowledged its publish. Only then does the relay store the
+// batch's last (tx_id, position) in relay_checkpoints. A crash anywhere
+// before that makes the next relay publish the batch again: delivery is at
+// least once, and every stream message carries the event (or change) id for
+// consumers to deduplicate. Relayed change rows are deleted with the
+// checkpoint update; events stay, they are the log.
+//
+// # One relay per cluster
+//
+// Every instance runs a Relay; only the holder of a Postgres advisory lock
+// (one per schema) relays. The lock lives on a connection the holder keeps
+// for as long as it leads, so when the holder dies its connection ends and
+// the lock is free at once; the others try every LeaseRetry.
+//
+// # Waking up
+//
+// A trigger on events and changes sends NOTIFY nvent_relay at commit; the
+// leader LISTENs on its lease connection and relays at once, and polls every
+// PollInterval in case a notification was missed.
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nvent/nvent/internal/bus"
+	"github.com/nvent/nvent/internal/domain"
+)
+
+// Config tunes the relay.
+type Config struct {
+	// Schema is the one the store's tables live in (its NOTIFYs carry it).
+	// Default "public".
+	Schema string
+	// BatchSize is how many rows one read takes. Default 500.
+	BatchSize int
+	// PollInterval is how often the leader looks for rows without being
+	// notified. Default 500ms.
+	PollInterval time.Duration
+	// LeaseRetry is how often an instance that does not lead tries to take
+	// the lease. Default 1s.
+	LeaseRetry time.Duration
+	// ErrorBackoff is the wait after a failed round (Postgres unreachable).
+	// Default 1s.
+	ErrorBackoff time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Schema == "" {
+		c.Schema = "public"
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 500
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = 500 * time.Millisecond
+	}
+	if c.LeaseRetry <= 0 {
+		c.LeaseRetry = time.Second
+	}
+	if c.ErrorBackoff <= 0 {
+		c.ErrorBackoff = time.Second
+	}
+}
+
+// Metrics are what the relay reports; nil fields are not reported.
+type Metrics struct {
+	// Relayed counts rows published and acknowledged, by table.
+	Relayed func(table string, n int)
+	// Leading is set to true while this instance holds the lease.
+	Leading func(bool)
+	// Checkpoint reports the position relayed up to, by table.
+	Checkpoint func(table string, position int64)
+}
+
+// Relay relays committed rows to the bus. Run it; it is safe to run one in
+// every instance.
+type Relay struct {
+	pool    *pgxpool.Pool
+	bus     message.Publisher
+	cfg     Config
+	log     *slog.Logger
+	metrics Metrics
+	ready   <-chan struct{}
+	busGone <-chan struct{}
+}
+
+// New returns a relay reading through pool and publishing on b. It starts
+// relaying once ready is closed (the router's handlers are subscribed to
+// the bus; a message published before that would reach nobody). busGone is
+// closed when the bus's consumer begins to stop: a publish that returns
+// after that may not have been handled, and is not checkpointed.
+func New(pool *pgxpool.Pool, b message.Publisher, cfg Config, log *slog.Logger, m Metrics, ready, busGone <-chan struct{}) *Relay {
+	cfg.setDefaults()
+	if m.Relayed == nil {
+		m.Relayed = func(string, int) {}
+	}
+	if m.Leading == nil {
+		m.Leading = func(bool) {}
+	}
+	if m.Checkpoint == nil {
+		m.Checkpoint = func(string, int64) {}
+	}
+	return &Relay{pool: pool, bus: b, cfg: cfg, log: log.With(slog.String("component", "relay")), metrics: m, ready: ready, busGone: busGone}
+}
+
+// lockID is the advisory lock of the relay of r's schema.
+func (r *Relay) lockID() int64 {
+	h := fnv.New64a()
+	h.Write([]byte("nvent relay " + r.cfg.Schema))
+	return int64(h.Sum64())
+}
+
+// Run takes part in the leader election and relays while it leads, until
+// ctx ends. It returns nil on shutdown: failures (Postgres down, the lease
+// connection lost) are logged and retried.
+func (r *Relay) Run(ctx context.Context) error {
+	select {
+	case <-r.ready:
+	case <-ctx.Done():
+		return nil
+	}
+	for {
+		led, err := r.tryLead(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := r.cfg.LeaseRetry
+		if err != nil {
+			r.log.Warn("relay round failed; retrying", slog.Any("error", err), slog.Duration("in", r.cfg.ErrorBackoff))
+			wait = r.cfg.ErrorBackoff
+		} else if led {
+			wait = 0
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// tryLead takes the lease if it is free and relays until ctx ends or the
+// lease connection fails. led reports whether it held the lease.
+func (r *Relay) tryLead(ctx context.Context) (led bool, err error) {
+	conn, err := r.pool.Acquire(ctx)
+	if err != nil {
+		return false, fmt.Errorf("error acquiring the lease connection: %w", err)
+	}
+	defer conn.Release()
+	var got bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", r.lockID()).Scan(&got); err != nil {
+		return false, fmt.Errorf("error trying the relay lease: %w", err)
+	}
+	if !got {
+		return false, nil
+	}
+	r.log.Info("relay lease taken: this instance relays")
+	r.metrics.Leading(true)
+	defer func() {
+		r.metrics.Leading(false)
+		// A connection that failed may still hold the lock on a half-open
+		// session: close it rather than give it back to the pool.
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if _, uerr := conn.Exec(uctx, "SELECT pg_advisory_unlock($1)", r.lockID()); uerr != nil || err != nil {
+			_ = conn.Conn().Close(uctx)
+		}
+		r.log.Info("relay lease released")
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN nvent_relay"); err != nil {
+		return true, fmt.Errorf("error listening for commits: %w", err)
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_, _ = conn.Exec(uctx, "UNLISTEN nvent_relay")
+	}()
+	return true, r.lead(ctx, conn.Conn())
+}
+
+// lead relays until ctx ends or something fails.
+func (r *Relay) lead(ctx context.Context, listen *pgx.Conn) error {
+	tables := []*table{newEventsTable(), newChangesTable()}
+	for _, t := range tables {
+		if err := t.load(ctx, r.pool); err != nil {
+			return err
+		}
+	}
+	for {
+		full := false
+		for _, t := range tables {
+			n, err := r.relayBatch(ctx, t)
+			if err != nil || ctx.Err() != nil {
+				return err
+			}
+			full = full || n == r.cfg.BatchSize
+		}
+		if full {
+			continue
+		}
+		if err := r.waitForCommit(ctx, listen); err != nil {
+			return err
+		}
+	}
+}
+
+// waitForCommit returns when a notification for this schema arrives, the
+// poll interval passes, or ctx ends; an error means the connection failed.
+func (r *Relay) waitForCommit(ctx context.Context, listen *pgx.Conn) error {
+	wctx, cancel := context.WithTimeout(ctx, r.cfg.PollInterval)
+	defer cancel()
+	for {
+		n, err := listen.WaitForNotification(wctx)
+		switch {
+		case wctx.Err() != nil:
+			return nil // the poll interval passed, or shutdown
+		case err != nil:
+			return fmt.Errorf("error waiting for commits: %w", err)
+		case n.Payload == r.cfg.Schema:
+			return nil
+		}
+	}
+}
+
+// relayBatch publishes the next batch of t and checkpoints it once the bus
+// acknowledged it. It returns how many rows it relayed.
+func (r *Relay) relayBatch(ctx context.Context, t *table) (int, error) {
+	msgs, last, err := t.next(ctx, r.pool, r.cfg.BatchSize)
+	if err != nil || len(msgs) == 0 {
+		return 0, err
+	}
+	if err := r.bus.Publish(bus.Topic, msgs...); err != nil {
+		return 0, fmt.Errorf("error publishing %d %s on the bus: %w", len(msgs), t.name, err)
+	}
+	// Once the router is closing, the bus lets Publish return without every
+	// handler having acknowledged: the batch counts as not delivered and is
+	// relayed again by the next leader. Otherwise it was handled, and is
+	// checkpointed even if this relay is being stopped.
+	select {
+	case <-r.busGone:
+		return 0, nil
+	default:
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := t.commit(cctx, r.pool, last); err != nil {
+		return 0, err
+	}
+	r.metrics.Relayed(t.name, len(msgs))
+	r.metrics.Checkpoint(t.name, last.position)
+	return len(msgs), nil
+}
+
+// cursor is a place in a table's commit order.
+type cursor struct {
+	txID     string // xid8 as text: it is a uint64
+	position int64
+}
+
+// relayed is one row read: the change and where it stands.
+type relayed struct {
+	change bus.Change
+	at     cursor
+}
+
+// table is one outbox the relay reads.
+type table struct {
+	name   string
+	query  string // $1 tx_id, $2 position, $3 limit; first two columns are tx_id::text, position
+	decode func(row pgx.Rows) (relayed, error)
+	// prune, when set, deletes relayed rows with the checkpoint update.
+	prune bool
+	at    cursor
+}
+
+func (t *table) load(ctx context.Context, pool *pgxpool.Pool) error {
+	t.at = cursor{txID: "0"}
+	err := pool.QueryRow(ctx, `SELECT tx_id::text, position FROM relay_checkpoints WHERE name = $1`, t.name).Scan(&t.at.txID, &t.at.position)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("error loading the %s checkpoint: %w", t.name, err)
+	}
+	return nil
+}
+
+// next reads the rows after the cursor of transactions that have all ended.
+func (t *table) next(ctx context.Context, pool *pgxpool.Pool, limit int) ([]*message.Message, cursor, error) {
+	rows, err := pool.Query(ctx, t.query, t.at.txID, t.at.position, limit)
+	if err != nil {
+		return nil, cursor{}, fmt.Errorf("error reading %s: %w", t.name, err)
+	}
+	defer rows.Close()
+	var msgs []*message.Message
+	var last cursor
+	for rows.Next() {
+		r, err := t.decode(rows)
+		if err != nil {
+			return nil, cursor{}, fmt.Errorf("error decoding %s row after %v: %w", t.name, t.at, err)
+		}
+		msg, err := r.change.Message()
+		if err != nil {
+			return nil, cursor{}, err
+		}
+		msgs = append(msgs, msg)
+		last = r.at
+	}
+	if err := rows.Err(); err != nil {
+		return nil, cursor{}, fmt.Errorf("error reading %s: %w", t.name, err)
+	}
+	return msgs, last, nil
+}
+
+func (t *table) commit(ctx context.Context, pool *pgxpool.Pool, to cursor) error {
+	q := `INSERT INTO relay_checkpoints (name, tx_id, position) VALUES ($1, $2::text::xid8, $3)
+	      ON CONFLICT (name) DO UPDATE SET tx_id = EXCLUDED.tx_id, position = EXCLUDED.position, updated_at = now()`
+	if t.prune {
+		q = `WITH pruned AS (DELETE FROM changes WHERE (tx_id, position) <= ($2::text::xid8, $3))
+		     ` + q
+	}
+	if _, err := pool.Exec(ctx, q, t.name, to.txID, to.position); err != nil {
+		return fmt.Errorf("error storing the %s checkpoint: %w", t.name, err)
+	}
+	t.at = to
+	return nil
+}
+
+// below is the condition every read shares: after the cursor, and only
+// transactions older than the oldest one still running.
+const below = `(tx_id, position) > ($1::text::xid8, $2) AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+	ORDER BY tx_id, position LIMIT $3`
+
+func newEventsTable() *table {
+	return &table{
+		name: "events",
+		query: `SELECT tx_id::text, position, id, subject, seq, type, coalesce(run_id, ''), coalesce(flow_name, ''),
+		        coalesce(step_name, ''), coalesce(step_id, ''), attempt, data, ts
+		        FROM events WHERE ` + below,
+		decode: func(rows pgx.Rows) (relayed, error) {
+			var r relayed
+			var e domain.Event
+			var attempt int64
+			var data []byte
+			if err := rows.Scan(&r.at.txID, &r.at.position, &e.ID, &e.Subject, &e.Seq, &e.Type, &e.RunID, &e.FlowName,
+				&e.StepName, &e.StepID, &attempt, &data, &e.TS); err != nil {
+				return r, err
+			}
+			e.Attempt, e.Data, e.TS = int(attempt), json.RawMessage(data), e.TS.UTC()
+			r.change = bus.Change{Kind: bus.KindAppend, ID: e.ID, Event: &e, At: e.TS}
+			return r, nil
+		},
+	}
+}
+
+func newChangesTable() *table {
+	return &table{
+		name:  "changes",
+		prune: true,
+		query: `SELECT tx_id::text, position, id, kind, coalesce(collection, ''), coalesce(doc_id, ''), coalesce(key, ''), body, at
+		        FROM changes WHERE ` + below,
+		decode: func(rows pgx.Rows) (relayed, error) {
+			var r relayed
+			c := &r.change
+			var body []byte
+			if err := rows.Scan(&r.at.txID, &r.at.position, &c.ID, &c.Kind, &c.Collection, &c.DocumentID, &c.Key, &body, &c.At); err != nil {
+				return r, err
+			}
+			c.At = c.At.UTC()
+			switch c.Kind {
+			case bus.KindSave:
+				c.Document = new(domain.Document)
+				return r, json.Unmarshal(body, c.Document)
+			case bus.KindKeySet:
+				c.Entry = new(domain.KVEntry)
+				return r, json.Unmarshal(body, c.Entry)
+			}
+			return r, nil
+		},
+	}
+}
