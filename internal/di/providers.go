@@ -64,9 +64,12 @@ func providePostgresConfig(cfg config.Config) postgres.Config {
 type Adapter storage.Store
 
 // Published is the store whose changes reach the bus: the adapter itself
-// for Postgres (the relay reads them from the database), the feed around
-// it otherwise.
+// for Postgres and SQLite (a relay reads them from the database), the feed
+// around it for memory.
 type Published storage.Store
+
+// relayRunner is the durable relay of the configured store, or nil (memory).
+type relayRunner app.Runner
 
 // providePostgresPool opens the Postgres pool when the store is Postgres,
 // and gives nil otherwise.
@@ -96,10 +99,10 @@ func provideAdapter(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, 
 	return nil, nil, fmt.Errorf("unknown store %q", cfg.Store)
 }
 
-// provideFeed wraps the adapter in the feed unless the store is Postgres
-// (which has the relay); nil then.
+// provideFeed wraps the memory store in the feed; nil for the stores that
+// have a relay.
 func provideFeed(cfg config.Config, a Adapter, b *bus.Bus, life *router.Lifecycle, log *slog.Logger) *feed.Store {
-	if cfg.Store == "postgres" {
+	if cfg.Store != "memory" {
 		return nil
 	}
 	return feed.New(a, b, log, life.Started())
@@ -112,17 +115,23 @@ func providePublished(a Adapter, f *feed.Store) Published {
 	return a
 }
 
-// provideRelay builds the durable relay when the store is Postgres; nil
-// otherwise.
-func provideRelay(cfg config.Config, pool *pgxpool.Pool, b *bus.Bus, life *router.Lifecycle, m *metrics.Metrics, log *slog.Logger) *relay.Relay {
-	if pool == nil {
-		return nil
-	}
-	return relay.New(pool, b, relay.Config{Schema: cfg.PostgresSchema}, log, relay.Metrics{
+// provideRelay builds the durable relay of the store: the leader-elected
+// Postgres relay, the local SQLite relay, or nil for memory.
+func provideRelay(cfg config.Config, pool *pgxpool.Pool, a Adapter, b *bus.Bus, life *router.Lifecycle, m *metrics.Metrics, log *slog.Logger) relayRunner {
+	rm := relay.Metrics{
 		Relayed:    func(table string, n int) { m.RelayRows.WithLabelValues(table).Add(float64(n)) },
 		Leading:    func(on bool) { m.RelayLeader.Set(map[bool]float64{true: 1}[on]) },
 		Checkpoint: func(table string, pos int64) { m.RelayCheckpoint.WithLabelValues(table).Set(float64(pos)) },
-	}, life.Started(), life.Stopping())
+	}
+	switch cfg.Store {
+	case "postgres":
+		return relay.New(pool, b, relay.Config{Schema: cfg.PostgresSchema}, log, rm, life.Started(), life.Stopping())
+	case "sqlite":
+		if outbox, ok := a.(relay.Outbox); ok {
+			return relay.NewLocal(outbox, b, relay.Config{}, log, rm, life.Started(), life.Stopping())
+		}
+	}
+	return nil
 }
 
 // provideCache fronts the store with the read cache.
@@ -216,7 +225,7 @@ func provideReadinessChecks(s *stream.Stream) []httpapi.Check {
 	return []httpapi.Check{{Name: "stream", Check: s.Ping}}
 }
 
-func provideApp(cfg config.Config, api *httpapi.API, m *metrics.Metrics, r *router.Router, f *feed.Store, rl *relay.Relay, log *slog.Logger) *app.App {
+func provideApp(cfg config.Config, api *httpapi.API, m *metrics.Metrics, r *router.Router, f *feed.Store, rl relayRunner, log *slog.Logger) *app.App {
 	api.Handle("GET /metrics", m.Handler())
 	var producers []app.Runner
 	if f != nil {

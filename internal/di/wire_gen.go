@@ -95,8 +95,8 @@ func InitializeApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 		cleanup()
 		return nil, nil, err
 	}
-	relay := provideRelay(cfg, pool, v, lifecycle, metrics, log)
-	appApp := provideApp(cfg, api, metrics, routerRouter, store, relay, log)
+	diRelayRunner := provideRelay(cfg, pool, adapter, v, lifecycle, metrics, log)
+	appApp := provideApp(cfg, api, metrics, routerRouter, store, diRelayRunner, log)
 	return appApp, func() {
 		cleanup7()
 		cleanup6()

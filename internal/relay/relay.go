@@ -101,10 +101,9 @@ type Metrics struct {
 	Checkpoint func(table string, position int64)
 }
 
-// Relay relays committed rows to the bus. Run it; it is safe to run one in
-// every instance.
-type Relay struct {
-	pool    *pgxpool.Pool
+// core is what every relay shares: publishing batches on the bus and
+// checkpointing them once acknowledged.
+type core struct {
 	bus     message.Publisher
 	cfg     Config
 	log     *slog.Logger
@@ -113,12 +112,7 @@ type Relay struct {
 	busGone <-chan struct{}
 }
 
-// New returns a relay reading through pool and publishing on b. It starts
-// relaying once ready is closed (the router's handlers are subscribed to
-// the bus; a message published before that would reach nobody). busGone is
-// closed when the bus's consumer begins to stop: a publish that returns
-// after that may not have been handled, and is not checkpointed.
-func New(pool *pgxpool.Pool, b message.Publisher, cfg Config, log *slog.Logger, m Metrics, ready, busGone <-chan struct{}) *Relay {
+func newCore(b message.Publisher, cfg Config, log *slog.Logger, m Metrics, ready, busGone <-chan struct{}) core {
 	cfg.setDefaults()
 	if m.Relayed == nil {
 		m.Relayed = func(string, int) {}
@@ -129,7 +123,100 @@ func New(pool *pgxpool.Pool, b message.Publisher, cfg Config, log *slog.Logger, 
 	if m.Checkpoint == nil {
 		m.Checkpoint = func(string, int64) {}
 	}
-	return &Relay{pool: pool, bus: b, cfg: cfg, log: log.With(slog.String("component", "relay")), metrics: m, ready: ready, busGone: busGone}
+	return core{bus: b, cfg: cfg, log: log.With(slog.String("component", "relay")), metrics: m, ready: ready, busGone: busGone}
+}
+
+// source is one outbox table.
+type source interface {
+	// name is the table's ("events", "changes").
+	name() string
+	// load reads the stored checkpoint.
+	load(ctx context.Context) error
+	// next reads up to limit rows after the checkpoint, as bus messages,
+	// and a commit that stores the checkpoint past them.
+	next(ctx context.Context, limit int) (msgs []*message.Message, commit func(context.Context) (int64, error), err error)
+}
+
+// pump relays every source until ctx ends or something fails, calling wait
+// whenever it has caught up.
+func (c *core) pump(ctx context.Context, sources []source, wait func(context.Context) error) error {
+	for _, s := range sources {
+		if err := s.load(ctx); err != nil {
+			return err
+		}
+	}
+	for {
+		full := false
+		for _, s := range sources {
+			n, err := c.relayBatch(ctx, s)
+			if err != nil || ctx.Err() != nil {
+				return err
+			}
+			full = full || n == c.cfg.BatchSize
+		}
+		if full {
+			continue
+		}
+		if err := wait(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// relayBatch publishes the next batch of s and checkpoints it once the bus
+// acknowledged it. It returns how many rows it relayed.
+func (c *core) relayBatch(ctx context.Context, s source) (int, error) {
+	msgs, commit, err := s.next(ctx, c.cfg.BatchSize)
+	if err != nil || len(msgs) == 0 {
+		return 0, err
+	}
+	if err := c.bus.Publish(bus.Topic, msgs...); err != nil {
+		return 0, fmt.Errorf("error publishing %d %s on the bus: %w", len(msgs), s.name(), err)
+	}
+	// Once the router is closing, the bus lets Publish return without every
+	// handler having acknowledged: the batch counts as not delivered and is
+	// relayed again by the next leader. Otherwise it was handled, and is
+	// checkpointed even if this relay is being stopped.
+	select {
+	case <-c.busGone:
+		return 0, nil
+	default:
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	pos, err := commit(cctx)
+	if err != nil {
+		return 0, err
+	}
+	c.metrics.Relayed(s.name(), len(msgs))
+	c.metrics.Checkpoint(s.name(), pos)
+	return len(msgs), nil
+}
+
+// waitReady waits until the bus's consumer runs; false if ctx ended first.
+func (c *core) waitReady(ctx context.Context) bool {
+	select {
+	case <-c.ready:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Relay relays what Postgres committed to the bus. Run it; it is safe to
+// run one in every instance: only the lease holder relays.
+type Relay struct {
+	core
+	pool *pgxpool.Pool
+}
+
+// New returns a relay reading through pool and publishing on b. It starts
+// relaying once ready is closed (the router's handlers are subscribed to
+// the bus; a message published before that would reach nobody). busGone is
+// closed when the bus's consumer begins to stop: a publish that returns
+// after that may not have been handled, and is not checkpointed.
+func New(pool *pgxpool.Pool, b message.Publisher, cfg Config, log *slog.Logger, m Metrics, ready, busGone <-chan struct{}) *Relay {
+	return &Relay{core: newCore(b, cfg, log, m, ready, busGone), pool: pool}
 }
 
 // lockID is the advisory lock of the relay of r's schema.
@@ -143,9 +230,7 @@ func (r *Relay) lockID() int64 {
 // ctx ends. It returns nil on shutdown: failures (Postgres down, the lease
 // connection lost) are logged and retried.
 func (r *Relay) Run(ctx context.Context) error {
-	select {
-	case <-r.ready:
-	case <-ctx.Done():
+	if !r.waitReady(ctx) {
 		return nil
 	}
 	for {
@@ -209,28 +294,8 @@ func (r *Relay) tryLead(ctx context.Context) (led bool, err error) {
 
 // lead relays until ctx ends or something fails.
 func (r *Relay) lead(ctx context.Context, listen *pgx.Conn) error {
-	tables := []*table{newEventsTable(), newChangesTable()}
-	for _, t := range tables {
-		if err := t.load(ctx, r.pool); err != nil {
-			return err
-		}
-	}
-	for {
-		full := false
-		for _, t := range tables {
-			n, err := r.relayBatch(ctx, t)
-			if err != nil || ctx.Err() != nil {
-				return err
-			}
-			full = full || n == r.cfg.BatchSize
-		}
-		if full {
-			continue
-		}
-		if err := r.waitForCommit(ctx, listen); err != nil {
-			return err
-		}
-	}
+	sources := []source{newEventsTable(r.pool), newChangesTable(r.pool)}
+	return r.pump(ctx, sources, func(ctx context.Context) error { return r.waitForCommit(ctx, listen) })
 }
 
 // waitForCommit returns when a notification for this schema arrives, the
@@ -251,35 +316,6 @@ func (r *Relay) waitForCommit(ctx context.Context, listen *pgx.Conn) error {
 	}
 }
 
-// relayBatch publishes the next batch of t and checkpoints it once the bus
-// acknowledged it. It returns how many rows it relayed.
-func (r *Relay) relayBatch(ctx context.Context, t *table) (int, error) {
-	msgs, last, err := t.next(ctx, r.pool, r.cfg.BatchSize)
-	if err != nil || len(msgs) == 0 {
-		return 0, err
-	}
-	if err := r.bus.Publish(bus.Topic, msgs...); err != nil {
-		return 0, fmt.Errorf("error publishing %d %s on the bus: %w", len(msgs), t.name, err)
-	}
-	// Once the router is closing, the bus lets Publish return without every
-	// handler having acknowledged: the batch counts as not delivered and is
-	// relayed again by the next leader. Otherwise it was handled, and is
-	// checkpointed even if this relay is being stopped.
-	select {
-	case <-r.busGone:
-		return 0, nil
-	default:
-	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := t.commit(cctx, r.pool, last); err != nil {
-		return 0, err
-	}
-	r.metrics.Relayed(t.name, len(msgs))
-	r.metrics.Checkpoint(t.name, last.position)
-	return len(msgs), nil
-}
-
 // cursor is a place in a table's commit order.
 type cursor struct {
 	txID     string // xid8 as text: it is a uint64
@@ -292,9 +328,10 @@ type relayed struct {
 	at     cursor
 }
 
-// table is one outbox the relay reads.
+// table is one Postgres outbox table.
 type table struct {
-	name   string
+	pool   *pgxpool.Pool
+	table  string
 	query  string // $1 tx_id, $2 position, $3 limit; first two columns are tx_id::text, position
 	decode func(row pgx.Rows) (relayed, error)
 	// prune, when set, deletes relayed rows with the checkpoint update.
@@ -302,23 +339,25 @@ type table struct {
 	at    cursor
 }
 
-func (t *table) load(ctx context.Context, pool *pgxpool.Pool) error {
+func (t *table) name() string { return t.table }
+
+func (t *table) load(ctx context.Context) error {
 	t.at = cursor{txID: "0"}
-	err := pool.QueryRow(ctx, `SELECT tx_id::text, position FROM relay_checkpoints WHERE name = $1`, t.name).Scan(&t.at.txID, &t.at.position)
+	err := t.pool.QueryRow(ctx, `SELECT tx_id::text, position FROM relay_checkpoints WHERE name = $1`, t.table).Scan(&t.at.txID, &t.at.position)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("error loading the %s checkpoint: %w", t.name, err)
+		return fmt.Errorf("error loading the %s checkpoint: %w", t.table, err)
 	}
 	return nil
 }
 
 // next reads the rows after the cursor of transactions that have all ended.
-func (t *table) next(ctx context.Context, pool *pgxpool.Pool, limit int) ([]*message.Message, cursor, error) {
-	rows, err := pool.Query(ctx, t.query, t.at.txID, t.at.position, limit)
+func (t *table) next(ctx context.Context, limit int) ([]*message.Message, func(context.Context) (int64, error), error) {
+	rows, err := t.pool.Query(ctx, t.query, t.at.txID, t.at.position, limit)
 	if err != nil {
-		return nil, cursor{}, fmt.Errorf("error reading %s: %w", t.name, err)
+		return nil, nil, fmt.Errorf("error reading %s: %w", t.table, err)
 	}
 	defer rows.Close()
 	var msgs []*message.Message
@@ -326,30 +365,30 @@ func (t *table) next(ctx context.Context, pool *pgxpool.Pool, limit int) ([]*mes
 	for rows.Next() {
 		r, err := t.decode(rows)
 		if err != nil {
-			return nil, cursor{}, fmt.Errorf("error decoding %s row after %v: %w", t.name, t.at, err)
+			return nil, nil, fmt.Errorf("error decoding %s row after %v: %w", t.table, t.at, err)
 		}
 		msg, err := r.change.Message()
 		if err != nil {
-			return nil, cursor{}, err
+			return nil, nil, err
 		}
 		msgs = append(msgs, msg)
 		last = r.at
 	}
 	if err := rows.Err(); err != nil {
-		return nil, cursor{}, fmt.Errorf("error reading %s: %w", t.name, err)
+		return nil, nil, fmt.Errorf("error reading %s: %w", t.table, err)
 	}
-	return msgs, last, nil
+	return msgs, func(ctx context.Context) (int64, error) { return last.position, t.commit(ctx, last) }, nil
 }
 
-func (t *table) commit(ctx context.Context, pool *pgxpool.Pool, to cursor) error {
+func (t *table) commit(ctx context.Context, to cursor) error {
 	q := `INSERT INTO relay_checkpoints (name, tx_id, position) VALUES ($1, $2::text::xid8, $3)
 	      ON CONFLICT (name) DO UPDATE SET tx_id = EXCLUDED.tx_id, position = EXCLUDED.position, updated_at = now()`
 	if t.prune {
 		q = `WITH pruned AS (DELETE FROM changes WHERE (tx_id, position) <= ($2::text::xid8, $3))
 		     ` + q
 	}
-	if _, err := pool.Exec(ctx, q, t.name, to.txID, to.position); err != nil {
-		return fmt.Errorf("error storing the %s checkpoint: %w", t.name, err)
+	if _, err := t.pool.Exec(ctx, q, t.table, to.txID, to.position); err != nil {
+		return fmt.Errorf("error storing the %s checkpoint: %w", t.table, err)
 	}
 	t.at = to
 	return nil
@@ -360,9 +399,10 @@ func (t *table) commit(ctx context.Context, pool *pgxpool.Pool, to cursor) error
 const below = `(tx_id, position) > ($1::text::xid8, $2) AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
 	ORDER BY tx_id, position LIMIT $3`
 
-func newEventsTable() *table {
+func newEventsTable(pool *pgxpool.Pool) *table {
 	return &table{
-		name: "events",
+		pool:  pool,
+		table: "events",
 		query: `SELECT tx_id::text, position, id, subject, seq, type, coalesce(run_id, ''), coalesce(flow_name, ''),
 		        coalesce(step_name, ''), coalesce(step_id, ''), attempt, data, ts
 		        FROM events WHERE ` + below,
@@ -382,9 +422,10 @@ func newEventsTable() *table {
 	}
 }
 
-func newChangesTable() *table {
+func newChangesTable(pool *pgxpool.Pool) *table {
 	return &table{
-		name:  "changes",
+		pool:  pool,
+		table: "changes",
 		prune: true,
 		query: `SELECT tx_id::text, position, id, kind, coalesce(collection, ''), coalesce(doc_id, ''), coalesce(key, ''), body, at
 		        FROM changes WHERE ` + below,

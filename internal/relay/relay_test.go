@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -76,6 +77,18 @@ type instance struct {
 
 func startRelay(t *testing.T, e *env, cfg relay.Config, hold chan struct{}) *instance {
 	t.Helper()
+	cfg.Schema = e.schema
+	return startWith(t, func(b message.Publisher, m relay.Metrics, ready, busGone <-chan struct{}) runner {
+		return relay.New(e.pool, b, cfg, slog.New(slog.DiscardHandler), m, ready, busGone)
+	}, hold)
+}
+
+// runner is a relay of either kind.
+type runner interface{ Run(context.Context) error }
+
+// startWith runs the relay that build makes with a recording handler.
+func startWith(t *testing.T, build func(b message.Publisher, m relay.Metrics, ready, busGone <-chan struct{}) runner, hold chan struct{}) *instance {
+	t.Helper()
 	b := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, watermill.NopLogger{})
 	ctx, cancel := context.WithCancel(context.Background())
 	subCtx, cancelSub := context.WithCancel(context.Background())
@@ -106,8 +119,7 @@ func startRelay(t *testing.T, e *env, cfg relay.Config, hold chan struct{}) *ins
 	}()
 	ready, busGone := make(chan struct{}), make(chan struct{})
 	close(ready)
-	cfg.Schema = e.schema
-	r := relay.New(e.pool, b, cfg, slog.New(slog.DiscardHandler), relay.Metrics{Leading: func(on bool) {
+	r := build(b, relay.Metrics{Leading: func(on bool) {
 		in.leading.Store(on)
 		if on {
 			select {

@@ -9,9 +9,10 @@ import (
 	"github.com/nvent/nvent/internal/domain"
 )
 
-// SaveDocument implements storage.Store. The version check and the write
-// happen in one write transaction, so of concurrent saves expecting the same
-// version exactly one wins.
+// SaveDocument implements storage.Store. The version check, the write and
+// its save change (the document as returned) happen in one write
+// transaction, so of concurrent saves expecting the same version exactly one
+// wins, and only the winner records a change. It signals Committed.
 func (s *Store) SaveDocument(ctx context.Context, collection, id string, data json.RawMessage, opts domain.SaveOptions) (domain.Document, error) {
 	data, err := domain.PrepareDocument(collection, id, data, opts)
 	if err != nil {
@@ -41,11 +42,16 @@ func (s *Store) SaveDocument(ctx context.Context, collection, id string, data js
 			ON CONFLICT (collection, id) DO UPDATE SET
 				version = excluded.version, data = excluded.data, updated_at = excluded.updated_at`,
 			collection, id, doc.Version, string(data), created, updated)
-		return err
+		if err != nil {
+			return err
+		}
+		return s.recordChange(ctx, tx, change{kind: changeSave, collection: collection, docID: id,
+			body: doc, at: doc.UpdatedAt})
 	})
 	if err != nil {
 		return domain.Document{}, err
 	}
+	s.signalCommitted()
 	return doc, nil
 }
 
@@ -69,12 +75,14 @@ func (s *Store) GetDocument(ctx context.Context, collection, id string) (domain.
 	return docs[0], nil
 }
 
-// DeleteDocument implements storage.Store.
+// DeleteDocument implements storage.Store. The version check, the delete
+// and its delete change happen in one write transaction. It signals
+// Committed.
 func (s *Store) DeleteDocument(ctx context.Context, collection, id string, opts domain.SaveOptions) error {
 	if err := validateDocKey(collection, id); err != nil {
 		return err
 	}
-	return s.writeTx(ctx, "deleting a document", func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, "deleting a document", func(tx *sql.Tx) error {
 		var version int64
 		err := tx.QueryRowContext(ctx, `SELECT version FROM documents WHERE collection = ? AND id = ?`,
 			collection, id).Scan(&version)
@@ -87,9 +95,17 @@ func (s *Store) DeleteDocument(ctx context.Context, collection, id string, opts 
 		if err := domain.CheckVersion(collection, id, version, opts); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `DELETE FROM documents WHERE collection = ? AND id = ?`, collection, id)
-		return err
+		if _, err := tx.ExecContext(ctx, `DELETE FROM documents WHERE collection = ? AND id = ?`, collection, id); err != nil {
+			return err
+		}
+		return s.recordChange(ctx, tx, change{kind: changeDelete, collection: collection, docID: id,
+			at: domain.Now()})
 	})
+	if err != nil {
+		return err
+	}
+	s.signalCommitted()
+	return nil
 }
 
 // ListDocuments implements storage.Store: one page in id order (bytewise),

@@ -21,16 +21,25 @@ func scanEvents(rows *sql.Rows, subject string) ([]domain.Event, error) {
 	out := []domain.Event{}
 	for rows.Next() {
 		e := domain.Event{Subject: subject}
-		var data []byte
-		var ts int64
-		if err := rows.Scan(&e.Seq, &e.ID, &e.Type, &e.RunID, &e.FlowName,
-			&e.StepName, &e.StepID, &e.Attempt, &data, &ts); err != nil {
+		if err := scanEvent(rows, &e); err != nil {
 			return nil, err
 		}
-		e.Data, e.TS = data, fromMillis(ts)
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// scanEvent reads the current row into dest, the columns that precede
+// eventColumns, and e.
+func scanEvent(rows *sql.Rows, e *domain.Event, dest ...any) error {
+	var data []byte
+	var ts int64
+	if err := rows.Scan(append(dest, &e.Seq, &e.ID, &e.Type, &e.RunID, &e.FlowName,
+		&e.StepName, &e.StepID, &e.Attempt, &data, &ts)...); err != nil {
+		return err
+	}
+	e.Data, e.TS = data, fromMillis(ts)
+	return nil
 }
 
 // The statements of an append, prepared once per Store on the writer
@@ -88,12 +97,14 @@ func (st *appendStmts) close() {
 // which ids of the batch subject already holds (the unique (subject, id)
 // constraint is what makes this idempotent, across restarts too), and unless
 // all do, checks opts.ExpectedSeq and inserts the rest with the next seqs.
+// Once an append that inserted events commits, it signals Committed.
 func (s *Store) Append(ctx context.Context, subject string, in []domain.NewEvent, opts domain.AppendOptions) (domain.AppendResult, error) {
 	evs, err := domain.PrepareAppend(subject, in)
 	if err != nil {
 		return domain.AppendResult{}, err
 	}
 	var res domain.AppendResult
+	inserted := false
 	err = s.writeTx(ctx, "appending events", func(tx *sql.Tx) error {
 		stored, err := storedByID(ctx, tx.StmtContext(ctx, s.appendStmts.stored), subject, evs)
 		if err != nil {
@@ -119,6 +130,7 @@ func (s *Store) Append(ctx context.Context, subject string, in []domain.NewEvent
 			return err
 		}
 		insert := tx.StmtContext(ctx, s.appendStmts.insert)
+		inserted = true
 		seq = last
 		for i, e := range evs {
 			if old, ok := stored[e.ID]; ok {
@@ -137,6 +149,9 @@ func (s *Store) Append(ctx context.Context, subject string, in []domain.NewEvent
 	})
 	if err != nil {
 		return domain.AppendResult{}, err
+	}
+	if inserted {
+		s.signalCommitted()
 	}
 	return res, nil
 }

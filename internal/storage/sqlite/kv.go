@@ -34,7 +34,9 @@ func (s *Store) GetKey(ctx context.Context, key string) (domain.KVEntry, error) 
 }
 
 // SetKey implements storage.Store. It also deletes up to sweepBatch expired
-// entries of other keys.
+// entries of other keys (which records no change: an expired entry does not
+// exist), and records the kv.set change of the entry in the same write
+// transaction. It signals Committed.
 func (s *Store) SetKey(ctx context.Context, key string, value json.RawMessage, ttl time.Duration) (domain.KVEntry, error) {
 	now := domain.Now()
 	v, exp, err := domain.PrepareKV(key, value, ttl, now)
@@ -45,6 +47,7 @@ func (s *Store) SetKey(ctx context.Context, key string, value json.RawMessage, t
 	if exp != nil {
 		expMillis = sql.NullInt64{Int64: toMillis(*exp), Valid: true}
 	}
+	entry := domain.KVEntry{Key: key, Value: v, ExpiresAt: exp}
 	err = s.writeTx(ctx, "setting a key", func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM kv WHERE key IN
 			(SELECT key FROM kv WHERE expires_at <= ? LIMIT ?)`, toMillis(now), sweepBatch); err != nil {
@@ -53,23 +56,30 @@ func (s *Store) SetKey(ctx context.Context, key string, value json.RawMessage, t
 		_, err := tx.ExecContext(ctx, `INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?)
 			ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at`,
 			key, string(v), expMillis)
-		return err
+		if err != nil {
+			return err
+		}
+		return s.recordChange(ctx, tx, change{kind: changeKeySet, key: key, body: entry, at: now})
 	})
 	if err != nil {
 		return domain.KVEntry{}, err
 	}
-	return domain.KVEntry{Key: key, Value: v, ExpiresAt: exp}, nil
+	s.signalCommitted()
+	return entry, nil
 }
 
-// DeleteKey implements storage.Store. An expired entry counts as absent
-// (not found) and is left to the sweep of a later SetKey.
+// DeleteKey implements storage.Store, recording the kv.delete change in the
+// same write transaction. An expired entry counts as absent (not found,
+// which records nothing) and is left to the sweep of a later SetKey. It
+// signals Committed.
 func (s *Store) DeleteKey(ctx context.Context, key string) error {
 	if err := domain.ValidateKey(key); err != nil {
 		return err
 	}
-	return s.writeTx(ctx, "deleting a key", func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, "deleting a key", func(tx *sql.Tx) error {
+		now := domain.Now()
 		res, err := tx.ExecContext(ctx, `DELETE FROM kv
-			WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)`, key, toMillis(domain.Now()))
+			WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)`, key, toMillis(now))
 		if err != nil {
 			return err
 		}
@@ -80,23 +90,30 @@ func (s *Store) DeleteKey(ctx context.Context, key string) error {
 		if n == 0 {
 			return domain.Errorf(domain.CodeNotFound, "key %s not found", key)
 		}
-		return nil
+		return s.recordChange(ctx, tx, change{kind: changeKeyDelete, key: key, at: now})
 	})
+	if err != nil {
+		return err
+	}
+	s.signalCommitted()
+	return nil
 }
 
-// IncrKey implements storage.Store: read, domain.IncrValue and write happen
-// in one write transaction. An expired entry counts as absent: the result
-// starts from delta and has no expiry.
+// IncrKey implements storage.Store: read, domain.IncrValue, write and the
+// kv.set change of the result happen in one write transaction. An expired
+// entry counts as absent: the result starts from delta and has no expiry.
+// It signals Committed.
 func (s *Store) IncrKey(ctx context.Context, key string, delta int64) (domain.KVEntry, error) {
 	if err := domain.ValidateKey(key); err != nil {
 		return domain.KVEntry{}, err
 	}
 	var entry domain.KVEntry
 	err := s.writeTx(ctx, "incrementing a key", func(tx *sql.Tx) error {
+		now := domain.Now()
 		var cur []byte
 		var exp sql.NullInt64
 		err := tx.QueryRowContext(ctx, `SELECT value, expires_at FROM kv
-			WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)`, key, toMillis(domain.Now())).Scan(&cur, &exp)
+			WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)`, key, toMillis(now)).Scan(&cur, &exp)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
@@ -107,12 +124,16 @@ func (s *Store) IncrKey(ctx context.Context, key string, delta int64) (domain.KV
 		_, err = tx.ExecContext(ctx, `INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?)
 			ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at`,
 			key, string(v), exp)
+		if err != nil {
+			return err
+		}
 		entry = kvEntry(key, v, exp)
-		return err
+		return s.recordChange(ctx, tx, change{kind: changeKeySet, key: key, body: entry, at: now})
 	})
 	if err != nil {
 		return domain.KVEntry{}, err
 	}
+	s.signalCommitted()
 	return entry, nil
 }
 

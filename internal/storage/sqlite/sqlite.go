@@ -11,7 +11,10 @@
 // snapshot without blocking or being blocked by the writer.
 //
 // Because writers are serialised, events.position grows in commit order:
-// a reader that checkpoints "position > last" skips nothing.
+// a reader that checkpoints "position > last" skips nothing. Every document
+// and key write also records a row of changes in its transaction, so that
+// the Store is the outbox of a relay (ReadOutbox, Checkpoint,
+// SaveCheckpoint, Committed).
 //
 // Durability: WAL with synchronous=NORMAL. A committed write survives the
 // process being killed; a power failure or OS crash may lose the last
@@ -88,11 +91,13 @@ func (c Config) Validate() error {
 // use, also alongside other Stores (in this or other processes) on the same
 // file. Create it with Open.
 type Store struct {
-	writer      *sql.DB      // one connection; transactions BEGIN IMMEDIATE
-	reader      *sql.DB      // query-only connections
-	appendStmts *appendStmts // prepared on writer
-	path        string
-	closed      atomic.Bool
+	writer       *sql.DB       // one connection; transactions BEGIN IMMEDIATE
+	reader       *sql.DB       // query-only connections
+	appendStmts  *appendStmts  // prepared on writer
+	insertChange *sql.Stmt     // prepared on writer
+	committed    chan struct{} // capacity 1; see Committed
+	path         string
+	closed       atomic.Bool
 }
 
 // Open opens the database at cfg.Path, creating the file and its directory
@@ -147,7 +152,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		_ = writer.Close()
 		return nil, err
 	}
-	return &Store{writer: writer, reader: reader, appendStmts: stmts, path: cfg.Path}, nil
+	insertChange, err := writer.PrepareContext(ctx, sqlInsertChange)
+	if err != nil {
+		stmts.close()
+		_ = reader.Close()
+		_ = writer.Close()
+		return nil, fmt.Errorf("error preparing %q: %w", sqlInsertChange, err)
+	}
+	return &Store{writer: writer, reader: reader, appendStmts: stmts, insertChange: insertChange,
+		committed: make(chan struct{}, 1), path: cfg.Path}, nil
 }
 
 // Provide opens a Store for google/wire: the cleanup closes it.
@@ -218,6 +231,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.appendStmts.close()
+	_ = s.insertChange.Close()
 	return errors.Join(s.reader.Close(), s.writer.Close())
 }
 
