@@ -184,7 +184,7 @@ func provideCoordinator(ch handlers.Channels, b *bus.Bus, p *stream.Publisher) *
 	return handlers.NewStreamCoordinator(ch, b, p)
 }
 
-func provideCacheInvalidation(s *stream.Stream, c *cache.Store, cfg config.Config, m *metrics.Metrics) (*handlers.CacheInvalidation, func(), error) {
+func provideCacheInvalidation(s *stream.Stream, c *cache.Store, m *metrics.Metrics) (*handlers.CacheInvalidation, func(), error) {
 	sub, err := s.NewSubscriber(stream.Broadcast())
 	if err != nil {
 		return nil, nil, err
@@ -196,7 +196,7 @@ func provideCacheInvalidation(s *stream.Stream, c *cache.Store, cfg config.Confi
 		Duplicates:    m.StoreSync.WithLabelValues("duplicate"),
 		Invalidations: m.StoreSync.WithLabelValues("invalidation"),
 	}
-	return handlers.NewCacheInvalidation(sub, c, cfg.InstanceID, counters), func() { _ = sub.Close() }, nil
+	return handlers.NewCacheInvalidation(sub, c, counters), func() { _ = sub.Close() }, nil
 }
 
 func provideFlowRuns(s *stream.Stream, store storage.Store, m *metrics.Metrics) (*handlers.FlowRuns, func(), error) {

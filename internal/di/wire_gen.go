@@ -64,7 +64,7 @@ func InitializeApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 	}
 	channels := provideChannels(cfg)
 	streamCoordinator := provideCoordinator(channels, v, publisher)
-	cacheInvalidation, cleanup6, err := provideCacheInvalidation(stream, cacheStore, cfg, metrics)
+	cacheInvalidation, cleanup6, err := provideCacheInvalidation(stream, cacheStore, metrics)
 	if err != nil {
 		cleanup5()
 		cleanup4()

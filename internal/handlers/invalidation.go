@@ -29,22 +29,24 @@ type StoreSyncCounters struct {
 
 // CacheInvalidation is the wiring that keeps this instance's read cache
 // honest: it reads every store-sync message (broadcast, so every instance
-// sees every change) and drops the documents and keys that other instances
-// changed. Its own changes were dropped when they were made, so it skips
-// messages stamped with its own instance id. It also watches the per-subject
-// seq of appends and counts gaps and duplicates.
+// sees every change) and drops the documents and keys they name. It does
+// not skip messages stamped with its own instance id: with the durable relay
+// a message is stamped by the instance that relayed it, not by the one that
+// wrote, so "own" messages include other instances' writes. Dropping an
+// entry this instance already dropped when it wrote costs one cache miss.
+// It also watches the per-subject seq of appends and counts gaps and
+// duplicates.
 type CacheInvalidation struct {
-	sub        message.Subscriber
-	cache      Invalidator
-	instanceID string
-	seqs       *SeqTracker
-	counters   StoreSyncCounters
+	sub      message.Subscriber
+	cache    Invalidator
+	seqs     *SeqTracker
+	counters StoreSyncCounters
 }
 
 // NewCacheInvalidation returns the wiring; sub must be a broadcast
 // subscriber of the stream.
-func NewCacheInvalidation(sub message.Subscriber, cache Invalidator, instanceID string, counters StoreSyncCounters) *CacheInvalidation {
-	return &CacheInvalidation{sub: sub, cache: cache, instanceID: instanceID, seqs: NewSeqTracker(0), counters: counters}
+func NewCacheInvalidation(sub message.Subscriber, cache Invalidator, counters StoreSyncCounters) *CacheInvalidation {
+	return &CacheInvalidation{sub: sub, cache: cache, seqs: NewSeqTracker(0), counters: counters}
 }
 
 // Name implements router.Wiring.
@@ -82,9 +84,6 @@ func (w *CacheInvalidation) handle(msg *message.Message) error {
 		case Duplicate:
 			w.counters.Duplicates.Inc()
 		}
-		return nil
-	}
-	if m.InstanceID == w.instanceID {
 		return nil
 	}
 	switch m.Type {
