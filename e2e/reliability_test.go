@@ -203,7 +203,9 @@ func TestReliabilityKillTheRelayLeader(t *testing.T) {
 	}
 	caughtUp := time.Now()
 	Eventually(t, 60*time.Second, func() bool { return len(c.missing(truth)) == 0 },
-		func() string { return fmt.Sprintf("%d committed events never reached the consumer", len(c.missing(truth))) })
+		func() string {
+			return fmt.Sprintf("%d committed events never reached the consumer", len(c.missing(truth)))
+		})
 	catchUp := time.Since(caughtUp)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -249,7 +251,9 @@ func TestReliabilityRedisRestart(t *testing.T) {
 		t.Fatalf("the store holds %d of %d events", len(truth), total)
 	}
 	Eventually(t, 60*time.Second, func() bool { return len(c.missing(truth)) == 0 },
-		func() string { return fmt.Sprintf("%d committed events never reached the consumer", len(c.missing(truth))) })
+		func() string {
+			return fmt.Sprintf("%d committed events never reached the consumer", len(c.missing(truth)))
+		})
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.disorder) > 0 {

@@ -46,6 +46,17 @@ type Config struct {
 	StreamPrefix string `koanf:"stream_prefix"`
 	// CacheSize is how many documents and keys the read cache holds.
 	CacheSize int `koanf:"cache_size"`
+	// LiveQueueSize is how many messages an SSE or WebSocket connection may
+	// have waiting before it is cut as a slow client.
+	LiveQueueSize int `koanf:"live_queue_size"`
+	// LiveMaxConnections caps the SSE and WebSocket connections of one
+	// instance.
+	LiveMaxConnections int `koanf:"live_max_connections"`
+
+	// WebhookURL, when set, receives every flow.completed event (the
+	// webhook wiring); WebhookTimeout bounds one delivery.
+	WebhookURL     string        `koanf:"webhook_url"`
+	WebhookTimeout time.Duration `koanf:"webhook_timeout"`
 
 	InstanceID string `koanf:"instance_id"`
 
@@ -76,6 +87,9 @@ func Defaults() Config {
 		Stream:              "memory",
 		StreamPrefix:        "nvent:",
 		CacheSize:           10_000,
+		LiveQueueSize:       256,
+		LiveMaxConnections:  10_000,
+		WebhookTimeout:      10 * time.Second,
 		StoreSync:           true,
 		FlowEvents:          true,
 		ClientMessages:      false,
@@ -166,6 +180,9 @@ func (c Config) Validate() error {
 	check(c.MaxBodyBytes > 0, "max_body_bytes must be positive")
 	check(c.StreamPrefix != "", "stream_prefix must not be empty")
 	check(c.CacheSize >= 0, "cache_size must not be negative")
+	check(c.LiveQueueSize > 0, "live_queue_size must be positive")
+	check(c.LiveMaxConnections > 0, "live_max_connections must be positive")
+	check(c.WebhookTimeout > 0, "webhook_timeout must be positive")
 	check(c.ShutdownTimeout > 0, "shutdown_timeout must be positive")
 	check(domain.ValidateEventID(c.InstanceID) == nil, "instance_id %q must be 1-256 characters of A-Z a-z 0-9 . _ : @ -", c.InstanceID)
 	if host, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {

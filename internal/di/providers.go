@@ -7,8 +7,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 
 	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/wire"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -16,9 +18,12 @@ import (
 	"github.com/nvent/nvent/internal/bus"
 	"github.com/nvent/nvent/internal/cache"
 	"github.com/nvent/nvent/internal/config"
+	"github.com/nvent/nvent/internal/dashboard"
 	"github.com/nvent/nvent/internal/feed"
+	"github.com/nvent/nvent/internal/flows"
 	"github.com/nvent/nvent/internal/handlers"
 	"github.com/nvent/nvent/internal/httpapi"
+	"github.com/nvent/nvent/internal/live"
 	"github.com/nvent/nvent/internal/logging"
 	"github.com/nvent/nvent/internal/metrics"
 	"github.com/nvent/nvent/internal/relay"
@@ -42,6 +47,7 @@ var WiringSet = wire.NewSet(
 	bus.New, provideStreamPublisher, provideChannels, provideMetrics,
 	provideCoordinator, provideCacheInvalidation, provideFlowRuns,
 	provideWirings, provideRouter, provideRelay, router.NewLifecycle,
+	provideHub, provideLiveEndpoints, provideTrigger, provideWebhook, provideFlowsAPI,
 )
 
 // ServerSet provides the HTTP API, the store stack behind it and the App.
@@ -199,17 +205,58 @@ func provideCacheInvalidation(s *stream.Stream, c *cache.Store, m *metrics.Metri
 	return handlers.NewCacheInvalidation(sub, c, counters), func() { _ = sub.Close() }, nil
 }
 
-func provideFlowRuns(s *stream.Stream, store storage.Store, m *metrics.Metrics) (*handlers.FlowRuns, func(), error) {
+// provideFlowRuns keeps run documents; it publishes status changes on
+// client:ui:runs only when the client-messages channel is on.
+func provideFlowRuns(cfg config.Config, s *stream.Stream, store storage.Store, p *stream.Publisher, m *metrics.Metrics) (*handlers.FlowRuns, func(), error) {
 	sub, err := s.NewSubscriber(stream.Competing(handlers.FlowRunsGroup))
 	if err != nil {
 		return nil, nil, err
 	}
-	return handlers.NewFlowRuns(sub, store, m.WiringMessages.WithLabelValues(handlers.FlowRunsGroup)), func() { _ = sub.Close() }, nil
+	var status message.Publisher // nil: no status messages
+	if cfg.ClientMessages {
+		status = p
+	}
+	return handlers.NewFlowRuns(sub, store, status, m.WiringMessages.WithLabelValues(handlers.FlowRunsGroup)), func() { _ = sub.Close() }, nil
+}
+
+// provideTrigger starts a flow once per flow.trigger event.
+func provideTrigger(s *stream.Stream, store storage.Store, m *metrics.Metrics) (*handlers.Trigger, func(), error) {
+	sub, err := s.NewSubscriber(stream.Competing(handlers.TriggersGroup))
+	if err != nil {
+		return nil, nil, err
+	}
+	return handlers.NewTrigger(sub, store, m.WiringMessages.WithLabelValues(handlers.TriggersGroup)), func() { _ = sub.Close() }, nil
+}
+
+// provideWebhook posts flow.completed events to NVENT_WEBHOOK_URL; without
+// a URL it is a wiring that registers nothing.
+func provideWebhook(cfg config.Config, s *stream.Stream, m *metrics.Metrics) (*handlers.Webhook, func(), error) {
+	wc := handlers.WebhookConfig{URL: cfg.WebhookURL, Timeout: cfg.WebhookTimeout}
+	delivered := m.WiringMessages.WithLabelValues(handlers.WebhookGroup)
+	if wc.URL == "" {
+		w, err := handlers.NewWebhook(wc, nil, delivered)
+		return w, func() {}, err
+	}
+	sub, err := s.NewSubscriber(stream.Competing(handlers.WebhookGroup))
+	if err != nil {
+		return nil, nil, err
+	}
+	w, err := handlers.NewWebhook(wc, sub, delivered)
+	if err != nil {
+		_ = sub.Close()
+		return nil, nil, err
+	}
+	return w, func() { _ = sub.Close() }, nil
+}
+
+func provideFlowsAPI(cfg config.Config, store storage.Store, log *slog.Logger) *flows.API {
+	return flows.New(flows.Config{MaxBodyBytes: cfg.MaxBodyBytes}, store, log)
 }
 
 // provideWirings lists the wirings the router runs.
-func provideWirings(c *handlers.StreamCoordinator, ci *handlers.CacheInvalidation, fr *handlers.FlowRuns) []router.Wiring {
-	return []router.Wiring{c, ci, fr}
+func provideWirings(c *handlers.StreamCoordinator, ci *handlers.CacheInvalidation, fr *handlers.FlowRuns,
+	tr *handlers.Trigger, wh *handlers.Webhook) []router.Wiring {
+	return []router.Wiring{c, ci, fr, tr, wh}
 }
 
 func provideRouter(p *stream.Publisher, w []router.Wiring, log *slog.Logger, life *router.Lifecycle) (*router.Router, error) {
@@ -225,9 +272,30 @@ func provideReadinessChecks(s *stream.Stream) []httpapi.Check {
 	return []httpapi.Check{{Name: "stream", Check: s.Ping}}
 }
 
-func provideApp(cfg config.Config, api *httpapi.API, m *metrics.Metrics, r *router.Router, f *feed.Store, rl relayRunner, log *slog.Logger) *app.App {
+// provideHub is this instance's one stream subscription for browsers.
+func provideHub(s *stream.Stream, log *slog.Logger) (*live.Hub, func(), error) {
+	sub, err := s.NewSubscriber(stream.Broadcast())
+	if err != nil {
+		return nil, nil, err
+	}
+	return live.NewHub(sub, log), func() { _ = sub.Close() }, nil
+}
+
+func provideLiveEndpoints(cfg config.Config, h *live.Hub, store storage.Store, m *metrics.Metrics, log *slog.Logger) *live.Endpoints {
+	return live.NewEndpoints(h, store, live.Config{QueueSize: cfg.LiveQueueSize, ClientMessages: cfg.ClientMessages, InstanceID: cfg.InstanceID}, log, live.Counters{
+		Connections: func(kind string, d int) { m.LiveConnections.WithLabelValues(kind).Add(float64(d)) },
+		SlowClients: func(kind string) { m.SlowClients.WithLabelValues(kind).Inc() },
+	}, live.ScopeByRun(httpapi.RunScope), cfg.LiveMaxConnections)
+}
+
+func provideApp(cfg config.Config, api *httpapi.API, m *metrics.Metrics, r *router.Router, f *feed.Store, rl relayRunner,
+	hub *live.Hub, le *live.Endpoints, fl *flows.API, log *slog.Logger) *app.App {
 	api.Handle("GET /metrics", m.Handler())
-	var producers []app.Runner
+	api.Handle("/", dashboard.Handler())
+	fl.Register(api)
+	api.HandleRun("GET /v1/subscribe", http.HandlerFunc(le.SSE), nil)
+	api.HandleRun("GET /v1/ws", http.HandlerFunc(le.WS), nil)
+	producers := []app.Runner{hub}
 	if f != nil {
 		producers = append(producers, f)
 	}

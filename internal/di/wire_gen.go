@@ -73,7 +73,7 @@ func InitializeApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 		cleanup()
 		return nil, nil, err
 	}
-	flowRuns, cleanup7, err := provideFlowRuns(stream, cacheStore, metrics)
+	flowRuns, cleanup7, err := provideFlowRuns(cfg, stream, cacheStore, publisher, metrics)
 	if err != nil {
 		cleanup6()
 		cleanup5()
@@ -83,8 +83,7 @@ func InitializeApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 		cleanup()
 		return nil, nil, err
 	}
-	v3 := provideWirings(streamCoordinator, cacheInvalidation, flowRuns)
-	routerRouter, err := provideRouter(publisher, v3, log, lifecycle)
+	trigger, cleanup8, err := provideTrigger(stream, cacheStore, metrics)
 	if err != nil {
 		cleanup7()
 		cleanup6()
@@ -95,9 +94,53 @@ func InitializeApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 		cleanup()
 		return nil, nil, err
 	}
+	webhook, cleanup9, err := provideWebhook(cfg, stream, metrics)
+	if err != nil {
+		cleanup8()
+		cleanup7()
+		cleanup6()
+		cleanup5()
+		cleanup4()
+		cleanup3()
+		cleanup2()
+		cleanup()
+		return nil, nil, err
+	}
+	v3 := provideWirings(streamCoordinator, cacheInvalidation, flowRuns, trigger, webhook)
+	routerRouter, err := provideRouter(publisher, v3, log, lifecycle)
+	if err != nil {
+		cleanup9()
+		cleanup8()
+		cleanup7()
+		cleanup6()
+		cleanup5()
+		cleanup4()
+		cleanup3()
+		cleanup2()
+		cleanup()
+		return nil, nil, err
+	}
 	diRelayRunner := provideRelay(cfg, pool, adapter, v, lifecycle, metrics, log)
-	appApp := provideApp(cfg, api, metrics, routerRouter, store, diRelayRunner, log)
+	hub, cleanup10, err := provideHub(stream, log)
+	if err != nil {
+		cleanup9()
+		cleanup8()
+		cleanup7()
+		cleanup6()
+		cleanup5()
+		cleanup4()
+		cleanup3()
+		cleanup2()
+		cleanup()
+		return nil, nil, err
+	}
+	endpoints := provideLiveEndpoints(cfg, hub, cacheStore, metrics, log)
+	flowsAPI := provideFlowsAPI(cfg, cacheStore, log)
+	appApp := provideApp(cfg, api, metrics, routerRouter, store, diRelayRunner, hub, endpoints, flowsAPI, log)
 	return appApp, func() {
+		cleanup10()
+		cleanup9()
+		cleanup8()
 		cleanup7()
 		cleanup6()
 		cleanup5()

@@ -20,6 +20,7 @@ const (
 	CodeTooLarge     Code = "too_large"
 	CodeUnavailable  Code = "unavailable"
 	CodeUnauthorized Code = "unauthorized"
+	CodeForbidden    Code = "forbidden"
 	CodeInternal     Code = "internal"
 )
 
@@ -40,6 +41,7 @@ var (
 	ErrTooLarge     = &Error{Code: CodeTooLarge}
 	ErrUnavailable  = &Error{Code: CodeUnavailable}
 	ErrUnauthorized = &Error{Code: CodeUnauthorized}
+	ErrForbidden    = &Error{Code: CodeForbidden}
 )
 
 func (e *Error) Error() string {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nvent/nvent/internal/auth"
 	"github.com/nvent/nvent/internal/domain"
 	"github.com/nvent/nvent/internal/storage"
 )
@@ -30,17 +31,21 @@ type Config struct {
 
 // API serves the HTTP endpoints. It is an http.Handler.
 type API struct {
-	store   storage.Store
-	log     *slog.Logger
-	maxBody int64
-	token   string
-	checks  []Check
-	mux     *http.ServeMux
+	store     storage.Store
+	log       *slog.Logger
+	maxBody   int64
+	token     string
+	runTokens *auth.RunTokens
+	checks    []Check
+	mux       *http.ServeMux
 }
 
 // New builds the API over store. checks are run by /readyz.
 func New(cfg Config, store storage.Store, log *slog.Logger, checks []Check) *API {
 	a := &API{store: store, log: log, maxBody: cfg.MaxBodyBytes, token: cfg.AuthToken, checks: checks, mux: http.NewServeMux()}
+	if a.token != "" {
+		a.runTokens = auth.NewRunTokens(a.token)
+	}
 	if a.maxBody <= 0 {
 		a.maxBody = 1 << 20
 	}
@@ -51,7 +56,10 @@ func New(cfg Config, store storage.Store, log *slog.Logger, checks []Check) *API
 func (a *API) routes() {
 	v1 := func(pattern string, h http.HandlerFunc) { a.mux.Handle(pattern, a.authorize(h)) }
 	v1("POST /v1/streams/{subject}/events", a.appendEvents)
-	v1("GET /v1/streams/{subject}/events", a.readEvents)
+	a.mux.Handle("GET /v1/streams/{subject}/events", a.authorizeRun(http.HandlerFunc(a.readEvents), func(r *http.Request, run string) bool {
+		return r.PathValue("subject") == domain.FlowSubject(run)
+	}))
+	v1("POST /v1/runs/{runId}/token", a.issueRunToken)
 	v1("PUT /v1/docs/{collection}/{id}", a.saveDocument)
 	v1("GET /v1/docs/{collection}/{id}", a.getDocument)
 	v1("DELETE /v1/docs/{collection}/{id}", a.deleteDocument)
@@ -68,12 +76,19 @@ func (a *API) routes() {
 }
 
 // Handle registers another handler on the API's mux (the dashboard, the
-// subscription endpoints); it is wrapped in the same auth when under /v1.
+// flows API); under /v1 it takes the auth token.
 func (a *API) Handle(pattern string, h http.Handler) {
 	if strings.Contains(pattern, "/v1/") {
 		h = a.authorize(h)
 	}
 	a.mux.Handle(pattern, h)
+}
+
+// HandleRun registers a handler that a run token may call as well as the
+// auth token; allowed says whether a request is within the run a token
+// allows (nil: the handler checks RunScope itself).
+func (a *API) HandleRun(pattern string, h http.Handler, allowed func(r *http.Request, run string) bool) {
+	a.mux.Handle(pattern, a.authorizeRun(h, allowed))
 }
 
 // ServeHTTP implements http.Handler, recovering from panics in handlers.
@@ -97,7 +112,22 @@ func errBody(code domain.Code, message string) errorBody {
 	return b
 }
 
-// authorize requires the bearer token when one is configured. The token is
+// bearer returns the request's token: the Authorization header, or the
+// access_token query parameter (EventSource and WebSocket clients cannot
+// set headers).
+func bearer(r *http.Request) string {
+	if got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return got
+	}
+	return r.URL.Query().Get("access_token")
+}
+
+func unauthorized(w http.ResponseWriter, message string) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="nvent"`)
+	writeJSON(w, http.StatusUnauthorized, errBody(domain.CodeUnauthorized, message))
+}
+
+// authorize requires the auth token when one is configured. The token is
 // compared in constant time and never logged.
 func (a *API) authorize(h http.Handler) http.Handler {
 	if a.token == "" {
@@ -105,17 +135,88 @@ func (a *API) authorize(h http.Handler) http.Handler {
 	}
 	want := []byte(a.token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok {
-			got = r.URL.Query().Get("access_token") // EventSource cannot set headers
-		}
+		got := bearer(r)
 		if subtle.ConstantTimeCompare([]byte(got), want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="nvent"`)
-			writeJSON(w, http.StatusUnauthorized, errBody(domain.CodeUnauthorized, "missing or wrong bearer token"))
+			if auth.IsRunToken(got) {
+				writeJSON(w, http.StatusForbidden, errBody(domain.CodeForbidden, "a run token only gives access to its own run"))
+				return
+			}
+			unauthorized(w, "missing or wrong bearer token")
 			return
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+type runScopeKey struct{}
+
+// RunScope returns the run a request's run token allows; ok is false for a
+// request made with the auth token (or with auth off), which may do
+// anything.
+func RunScope(ctx context.Context) (run string, ok bool) {
+	run, ok = ctx.Value(runScopeKey{}).(string)
+	return run, ok
+}
+
+// authorizeRun accepts the auth token, or a valid run token for a request
+// that allowed accepts (nil: any, the handler checks RunScope).
+func (a *API) authorizeRun(h http.Handler, allowed func(r *http.Request, run string) bool) http.Handler {
+	if a.token == "" {
+		return h
+	}
+	full := a.authorize(h)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := bearer(r)
+		if !auth.IsRunToken(got) {
+			full.ServeHTTP(w, r)
+			return
+		}
+		run, err := a.runTokens.Verify(got)
+		if err != nil {
+			unauthorized(w, domain.PublicMessage(err))
+			return
+		}
+		if allowed != nil && !allowed(r, run) {
+			writeJSON(w, http.StatusForbidden, errBody(domain.CodeForbidden, "this run token is for another run"))
+			return
+		}
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), runScopeKey{}, run)))
+	})
+}
+
+// issueRunToken serves POST /v1/runs/{runId}/token: a token that lets a
+// browser read, subscribe to and resume that run only. Body (optional):
+// {"ttlSeconds": N}, default one hour.
+func (a *API) issueRunToken(w http.ResponseWriter, r *http.Request) {
+	if a.runTokens == nil {
+		a.writeError(w, r, domain.Errorf(domain.CodeInvalidInput, "run tokens need auth to be on (NVENT_AUTH_TOKEN)"))
+		return
+	}
+	run := r.PathValue("runId")
+	if err := domain.ValidateEventID(run); err != nil {
+		a.writeError(w, r, domain.Errorf(domain.CodeInvalidInput, "bad runId: %v", err))
+		return
+	}
+	b := struct {
+		TTLSeconds int64 `json:"ttlSeconds"`
+	}{}
+	body, err := a.readOptionalBody(w, r)
+	if err == nil && body != nil {
+		err = decodeStrict(body, &b, true)
+	}
+	if err == nil && (b.TTLSeconds < 0 || b.TTLSeconds > 7*24*3600) {
+		err = domain.Errorf(domain.CodeInvalidInput, "ttlSeconds must be between 1 and a week")
+	}
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	ttl := time.Hour
+	if b.TTLSeconds > 0 {
+		ttl = time.Duration(b.TTLSeconds) * time.Second
+	}
+	tok, exp := a.runTokens.Issue(run, ttl)
+	writeJSON(w, http.StatusCreated, map[string]string{"token": tok, "runId": run, "expiresAt": domain.FormatTime(exp)})
 }
 
 func (a *API) healthz(w http.ResponseWriter, r *http.Request) {

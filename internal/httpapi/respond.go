@@ -27,6 +27,8 @@ func statusOf(code domain.Code) int {
 		return http.StatusServiceUnavailable
 	case domain.CodeUnauthorized:
 		return http.StatusUnauthorized
+	case domain.CodeForbidden:
+		return http.StatusForbidden
 	default:
 		return http.StatusInternalServerError
 	}

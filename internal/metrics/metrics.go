@@ -24,6 +24,11 @@ type Metrics struct {
 	RelayLeader prometheus.Gauge
 	// RelayCheckpoint is the position relayed up to, by table.
 	RelayCheckpoint *prometheus.GaugeVec
+	// LiveConnections is the number of open SSE and WebSocket connections,
+	// by kind (sse, ws).
+	LiveConnections *prometheus.GaugeVec
+	// SlowClients counts live connections cut for not keeping up, by kind.
+	SlowClients *prometheus.CounterVec
 }
 
 // New registers nvent's metrics and the Go runtime's on a new registry.
@@ -51,8 +56,16 @@ func New() *Metrics {
 			Namespace: "nvent", Name: "relay_checkpoint_position",
 			Help: "The position the relay has checkpointed, by table.",
 		}, []string{"table"}),
+		LiveConnections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "nvent", Name: "live_connections",
+			Help: "Open SSE and WebSocket connections, by kind.",
+		}, []string{"kind"}),
+		SlowClients: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "nvent", Name: "live_slow_clients_total",
+			Help: "Live connections cut because they did not keep up, by kind.",
+		}, []string{"kind"}),
 	}
-	reg.MustRegister(m.WiringMessages, m.StoreSync, m.RelayRows, m.RelayLeader, m.RelayCheckpoint, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(m.WiringMessages, m.StoreSync, m.RelayRows, m.RelayLeader, m.RelayCheckpoint, m.LiveConnections, m.SlowClients, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
