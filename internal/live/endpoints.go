@@ -57,9 +57,9 @@ type Endpoints struct {
 	cfg      Config
 	log      *slog.Logger
 	counters Counters
-	allow Scope
-	open  atomic.Int64
-	max   int64
+	allow    Scope
+	open     atomic.Int64
+	max      int64
 }
 
 // NewEndpoints returns the endpoints over hub. maxConnections caps the
@@ -86,7 +86,7 @@ func writeError(w http.ResponseWriter, err error) {
 	status := map[domain.Code]int{
 		domain.CodeInvalidInput: http.StatusBadRequest, domain.CodeNotFound: http.StatusNotFound,
 		domain.CodeTooLarge: http.StatusTooManyRequests, domain.CodeUnauthorized: http.StatusUnauthorized,
-		domain.CodeForbidden: http.StatusForbidden,
+		domain.CodeForbidden:   http.StatusForbidden,
 		domain.CodeUnavailable: http.StatusServiceUnavailable,
 	}[code]
 	if status == 0 {
