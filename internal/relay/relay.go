@@ -152,6 +152,12 @@ func (c *core) pump(ctx context.Context, sources []source, wait func(context.Con
 			if err != nil || ctx.Err() != nil {
 				return err
 			}
+			select {
+			case <-c.busGone: // nothing published now would be handled
+				<-ctx.Done()
+				return nil
+			default:
+			}
 			full = full || n == c.cfg.BatchSize
 		}
 		if full {
@@ -395,7 +401,9 @@ func (t *table) commit(ctx context.Context, to cursor) error {
 }
 
 // below is the condition every read shares: after the cursor, and only
-// transactions older than the oldest one still running.
+// transactions older than the oldest one still running. The queries select
+// tx_id as text under another name: ORDER BY tx_id must mean the xid8
+// column, which sorts as a number (as text, 1000000 sorts before 999999).
 const below = `(tx_id, position) > ($1::text::xid8, $2) AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
 	ORDER BY tx_id, position LIMIT $3`
 
@@ -403,7 +411,7 @@ func newEventsTable(pool *pgxpool.Pool) *table {
 	return &table{
 		pool:  pool,
 		table: "events",
-		query: `SELECT tx_id::text, position, id, subject, seq, type, coalesce(run_id, ''), coalesce(flow_name, ''),
+		query: `SELECT tx_id::text AS cursor_tx, position, id, subject, seq, type, coalesce(run_id, ''), coalesce(flow_name, ''),
 		        coalesce(step_name, ''), coalesce(step_id, ''), attempt, data, ts
 		        FROM events WHERE ` + below,
 		decode: func(rows pgx.Rows) (relayed, error) {
@@ -427,7 +435,7 @@ func newChangesTable(pool *pgxpool.Pool) *table {
 		pool:  pool,
 		table: "changes",
 		prune: true,
-		query: `SELECT tx_id::text, position, id, kind, coalesce(collection, ''), coalesce(doc_id, ''), coalesce(key, ''), body, at
+		query: `SELECT tx_id::text AS cursor_tx, position, id, kind, coalesce(collection, ''), coalesce(doc_id, ''), coalesce(key, ''), body, at
 		        FROM changes WHERE ` + below,
 		decode: func(rows pgx.Rows) (relayed, error) {
 			var r relayed

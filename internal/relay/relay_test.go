@@ -346,6 +346,22 @@ func TestNotifyWakesTheRelayWithoutPolling(t *testing.T) {
 	in.expectNothing(t, 200*time.Millisecond, "nothing was appended")
 	e.append(t, "orders:1", "a")
 	in.expect(t, 1, 5*time.Second) // well under the one-minute poll
+
+	// A writer under another search_path, naming the table with its schema,
+	// wakes it too.
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, fmt.Sprintf(`INSERT INTO %s.events (subject, seq, id, type, data, ts) VALUES ('other', 1, 'qualified-1', 'x', 'null', now())`,
+		pgx.Identifier{e.schema}.Sanitize())); err != nil {
+		t.Fatal(err)
+	}
+	if got := in.expect(t, 1, 5*time.Second); got[0].ID != "qualified-1" {
+		t.Fatalf("relayed %s", got[0].ID)
+	}
 }
 
 func TestDocumentAndKeyChangesAreRelayedThenPruned(t *testing.T) {
@@ -395,4 +411,42 @@ func TestDocumentAndKeyChangesAreRelayedThenPruned(t *testing.T) {
 		case <-tick.C:
 		}
 	}
+}
+
+// TestTransactionIDsAreOrderedAsNumbers: transaction ids that cross a
+// power of ten (as a cluster's do at 10^7, 10^8, …) must be read in numeric
+// order. Read as text, 1000000 sorts before 999999 and a batch cut by its
+// limit would move the checkpoint past rows never read.
+func TestTransactionIDsAreOrderedAsNumbers(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	var current uint64
+	if err := e.pool.QueryRow(ctx, `SELECT pg_current_xact_id()::text::bigint`).Scan(&current); err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	p := uint64(1)
+	for p*10 <= current-n {
+		p *= 10
+	}
+	if p < 100 {
+		t.Fatalf("the cluster's transaction ids (%d) are too young for this test", current)
+	}
+	for i := range uint64(n) { // finished transactions' ids, set by hand
+		if _, err := e.pool.Exec(ctx, `INSERT INTO events (tx_id, subject, seq, id, type, data, ts)
+			VALUES ($1::text::xid8, 'boundary', $2, $3, 'x', 'null', now())`,
+			fmt.Sprint(p-n/2+i), i+1, fmt.Sprintf("boundary-%d", i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := fast()
+	cfg.BatchSize = 5 // so that the limit cuts across the boundary
+	in := startRelay(t, e, cfg, nil)
+	got := in.expect(t, n, 10*time.Second)
+	for i, c := range got {
+		if c.Event.Seq != int64(i+1) {
+			t.Fatalf("event %d relayed has seq %d: ids across %d were not read in numeric order", i, c.Event.Seq, p)
+		}
+	}
+	in.expectNothing(t, 300*time.Millisecond, "every event was relayed once")
 }
