@@ -38,7 +38,12 @@ type App struct {
 	shutdownTimeout time.Duration
 	consumer        Consumer
 	producers       []Runner
+	onShutdown      []func()
 }
+
+// OnShutdown registers f to be called when the HTTP server starts shutting
+// down: long-lived requests (SSE, WebSocket) must end themselves.
+func (a *App) OnShutdown(f func()) { a.onShutdown = append(a.onShutdown, f) }
 
 // New returns an App serving handler on addr, with the bus's consumer and
 // its producers.
@@ -90,6 +95,9 @@ func (a *App) Run(ctx context.Context, ready func(addr net.Addr)) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	for _, f := range a.onShutdown {
+		srv.RegisterOnShutdown(f)
 	}
 	stopping, stop := context.WithCancel(ctx)
 	defer stop()

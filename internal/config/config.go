@@ -53,6 +53,10 @@ type Config struct {
 	// instance.
 	LiveMaxConnections int `koanf:"live_max_connections"`
 
+	// RelayStallThreshold: /readyz fails when the relay that leads is this
+	// far behind the oldest commit it has not published.
+	RelayStallThreshold time.Duration `koanf:"relay_stall_threshold"`
+
 	// WebhookURL, when set, receives every flow.completed event (the
 	// webhook wiring); WebhookTimeout bounds one delivery.
 	WebhookURL     string        `koanf:"webhook_url"`
@@ -90,6 +94,7 @@ func Defaults() Config {
 		LiveQueueSize:       256,
 		LiveMaxConnections:  10_000,
 		WebhookTimeout:      10 * time.Second,
+		RelayStallThreshold: time.Minute,
 		StoreSync:           true,
 		FlowEvents:          true,
 		ClientMessages:      false,
@@ -183,6 +188,7 @@ func (c Config) Validate() error {
 	check(c.LiveQueueSize > 0, "live_queue_size must be positive")
 	check(c.LiveMaxConnections > 0, "live_max_connections must be positive")
 	check(c.WebhookTimeout > 0, "webhook_timeout must be positive")
+	check(c.RelayStallThreshold > 0, "relay_stall_threshold must be positive")
 	check(c.ShutdownTimeout > 0, "shutdown_timeout must be positive")
 	check(domain.ValidateEventID(c.InstanceID) == nil, "instance_id %q must be 1-256 characters of A-Z a-z 0-9 . _ : @ -", c.InstanceID)
 	if host, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {

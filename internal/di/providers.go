@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -114,11 +115,14 @@ func provideFeed(cfg config.Config, a Adapter, b *bus.Bus, life *router.Lifecycl
 	return feed.New(a, b, log, life.Started())
 }
 
-func providePublished(a Adapter, f *feed.Store) Published {
+// providePublished is the store the API and the wirings use (before the
+// cache), with its appends measured.
+func providePublished(cfg config.Config, a Adapter, f *feed.Store, m *metrics.Metrics) Published {
+	var s storage.Store = a
 	if f != nil {
-		return f
+		s = f
 	}
-	return a
+	return m.InstrumentStore(s, cfg.Store)
 }
 
 // provideRelay builds the durable relay of the store: the leader-elected
@@ -128,6 +132,10 @@ func provideRelay(cfg config.Config, pool *pgxpool.Pool, a Adapter, b *bus.Bus, 
 		Relayed:    func(table string, n int) { m.RelayRows.WithLabelValues(table).Add(float64(n)) },
 		Leading:    func(on bool) { m.RelayLeader.Set(map[bool]float64{true: 1}[on]) },
 		Checkpoint: func(table string, pos int64) { m.RelayCheckpoint.WithLabelValues(table).Set(float64(pos)) },
+		Lag: func(table string, n int64, age time.Duration) {
+			m.RelayLagEvents.WithLabelValues(table).Set(float64(n))
+			m.RelayLagSeconds.WithLabelValues(table).Set(age.Seconds())
+		},
 	}
 	switch cfg.Store {
 	case "postgres":
@@ -141,8 +149,13 @@ func provideRelay(cfg config.Config, pool *pgxpool.Pool, a Adapter, b *bus.Bus, 
 }
 
 // provideCache fronts the store with the read cache.
-func provideCache(p Published, cfg config.Config) *cache.Store {
-	return cache.New(p, cfg.CacheSize)
+func provideCache(p Published, cfg config.Config, m *metrics.Metrics) *cache.Store {
+	c := cache.New(p, cfg.CacheSize)
+	m.RegisterCache(func() (uint64, uint64, uint64) {
+		st := c.Stats()
+		return st.Hits, st.Misses, st.Invalidations
+	})
+	return c
 }
 
 // provideMigrator returns the Postgres migrator over its own pool.
@@ -186,8 +199,16 @@ func provideChannels(cfg config.Config) handlers.Channels {
 
 func provideMetrics() *metrics.Metrics { return metrics.New() }
 
-func provideCoordinator(ch handlers.Channels, b *bus.Bus, p *stream.Publisher) *handlers.StreamCoordinator {
-	return handlers.NewStreamCoordinator(ch, b, p)
+func provideCoordinator(ch handlers.Channels, b *bus.Bus, p *stream.Publisher, m *metrics.Metrics) *handlers.StreamCoordinator {
+	c := handlers.NewStreamCoordinator(ch, b, p)
+	c.ObservePublishes(func(channel string, err error) {
+		result := "ok"
+		if err != nil {
+			result = "failed"
+		}
+		m.StreamPublishes.WithLabelValues(channel, result).Inc()
+	})
+	return c
 }
 
 func provideCacheInvalidation(s *stream.Stream, c *cache.Store, m *metrics.Metrics) (*handlers.CacheInvalidation, func(), error) {
@@ -259,8 +280,8 @@ func provideWirings(c *handlers.StreamCoordinator, ci *handlers.CacheInvalidatio
 	return []router.Wiring{c, ci, fr, tr, wh}
 }
 
-func provideRouter(p *stream.Publisher, w []router.Wiring, log *slog.Logger, life *router.Lifecycle) (*router.Router, error) {
-	return router.New(router.Config{}, p, w, log, life)
+func provideRouter(p *stream.Publisher, w []router.Wiring, log *slog.Logger, life *router.Lifecycle, m *metrics.Metrics) (*router.Router, error) {
+	return router.New(router.Config{OnPoison: m.Poisoned.Inc}, p, w, log, life)
 }
 
 func provideAPIConfig(cfg config.Config) httpapi.Config {
@@ -268,8 +289,12 @@ func provideAPIConfig(cfg config.Config) httpapi.Config {
 }
 
 // provideReadinessChecks lists what /readyz checks besides the store.
-func provideReadinessChecks(s *stream.Stream) []httpapi.Check {
-	return []httpapi.Check{{Name: "stream", Check: s.Ping}}
+func provideReadinessChecks(cfg config.Config, s *stream.Stream, rl relayRunner) []httpapi.Check {
+	checks := []httpapi.Check{{Name: "stream", Check: s.Ping}}
+	if st, ok := rl.(interface{ Stalled(time.Duration) error }); ok {
+		checks = append(checks, httpapi.Check{Name: "relay", Check: func(context.Context) error { return st.Stalled(cfg.RelayStallThreshold) }})
+	}
+	return checks
 }
 
 // provideHub is this instance's one stream subscription for browsers.
@@ -302,5 +327,7 @@ func provideApp(cfg config.Config, api *httpapi.API, m *metrics.Metrics, r *rout
 	if rl != nil {
 		producers = append(producers, rl)
 	}
-	return app.New(cfg.HTTPAddr, api, log, cfg.ShutdownTimeout, r, producers...)
+	a := app.New(cfg.HTTPAddr, api, log, cfg.ShutdownTimeout, r, producers...)
+	a.OnShutdown(le.Shutdown)
+	return a
 }

@@ -42,8 +42,9 @@ func InitializeApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 	}
 	lifecycle := router.NewLifecycle()
 	store := provideFeed(cfg, adapter, v, lifecycle, log)
-	published := providePublished(adapter, store)
-	cacheStore := provideCache(published, cfg)
+	metrics := provideMetrics()
+	published := providePublished(cfg, adapter, store, metrics)
+	cacheStore := provideCache(published, cfg, metrics)
 	stream, cleanup4, err := provideStream(cfg, loggerAdapter)
 	if err != nil {
 		cleanup3()
@@ -51,9 +52,9 @@ func InitializeApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 		cleanup()
 		return nil, nil, err
 	}
-	v2 := provideReadinessChecks(stream)
+	diRelayRunner := provideRelay(cfg, pool, adapter, v, lifecycle, metrics, log)
+	v2 := provideReadinessChecks(cfg, stream, diRelayRunner)
 	api := httpapi.New(httpapiConfig, cacheStore, log, v2)
-	metrics := provideMetrics()
 	publisher, cleanup5, err := provideStreamPublisher(stream)
 	if err != nil {
 		cleanup4()
@@ -63,7 +64,7 @@ func InitializeApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 		return nil, nil, err
 	}
 	channels := provideChannels(cfg)
-	streamCoordinator := provideCoordinator(channels, v, publisher)
+	streamCoordinator := provideCoordinator(channels, v, publisher, metrics)
 	cacheInvalidation, cleanup6, err := provideCacheInvalidation(stream, cacheStore, metrics)
 	if err != nil {
 		cleanup5()
@@ -107,7 +108,7 @@ func InitializeApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 		return nil, nil, err
 	}
 	v3 := provideWirings(streamCoordinator, cacheInvalidation, flowRuns, trigger, webhook)
-	routerRouter, err := provideRouter(publisher, v3, log, lifecycle)
+	routerRouter, err := provideRouter(publisher, v3, log, lifecycle, metrics)
 	if err != nil {
 		cleanup9()
 		cleanup8()
@@ -120,7 +121,6 @@ func InitializeApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 		cleanup()
 		return nil, nil, err
 	}
-	diRelayRunner := provideRelay(cfg, pool, adapter, v, lifecycle, metrics, log)
 	hub, cleanup10, err := provideHub(stream, log)
 	if err != nil {
 		cleanup9()

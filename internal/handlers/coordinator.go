@@ -44,15 +44,20 @@ type Channels struct {
 // Each stream message's event id is the change id, for deduplication
 // downstream.
 type StreamCoordinator struct {
-	channels Channels
-	bus      message.Subscriber
-	stream   message.Publisher
+	channels  Channels
+	bus       message.Subscriber
+	stream    message.Publisher
+	published func(channel string, err error)
 }
+
+// ObservePublishes makes the coordinator report every stream publish (its
+// channel, and the error if it failed) to f.
+func (c *StreamCoordinator) ObservePublishes(f func(channel string, err error)) { c.published = f }
 
 // NewStreamCoordinator returns the coordinator over the bus subscriber and
 // the stream publisher.
 func NewStreamCoordinator(ch Channels, busSub message.Subscriber, pub message.Publisher) *StreamCoordinator {
-	return &StreamCoordinator{channels: ch, bus: busSub, stream: pub}
+	return &StreamCoordinator{channels: ch, bus: busSub, stream: pub, published: func(string, error) {}}
 }
 
 // Name implements router.Wiring.
@@ -70,7 +75,7 @@ func (c *StreamCoordinator) Register(r *message.Router) error {
 		{c.channels.ClientMessages, "client-messages", clientMessages},
 	} {
 		if h.on {
-			r.AddConsumerHandler(h.name, bus.Topic, c.bus, c.route(h.fn))
+			r.AddConsumerHandler(h.name, bus.Topic, c.bus, c.route(h.name, h.fn))
 		}
 	}
 	return nil
@@ -83,7 +88,7 @@ type outgoing struct {
 }
 
 // route decodes a change and publishes what fn makes of it.
-func (c *StreamCoordinator) route(fn func(bus.Change) []outgoing) message.NoPublishHandlerFunc {
+func (c *StreamCoordinator) route(channel string, fn func(bus.Change) []outgoing) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
 		ch, err := bus.Decode(msg)
 		if err != nil {
@@ -93,7 +98,9 @@ func (c *StreamCoordinator) route(fn func(bus.Change) []outgoing) message.NoPubl
 			if err := stream.ValidateTopic(o.topic); err != nil {
 				return err // this message cannot be published: poison
 			}
-			if err := c.stream.Publish(o.topic, stream.NewWatermillMessage(o.msg)); err != nil {
+			err := c.stream.Publish(o.topic, stream.NewWatermillMessage(o.msg))
+			c.published(channel, err)
+			if err != nil {
 				// The stream, not the message, is at fault: the message
 				// is retried until the stream takes it, never set aside.
 				return domain.Wrap(domain.CodeUnavailable, err, fmt.Sprintf("error publishing %s on %s", o.msg.EventID, o.topic))

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -60,7 +61,16 @@ type Endpoints struct {
 	allow    Scope
 	open     atomic.Int64
 	max      int64
+	// closing is closed by Shutdown: every connection ends with a reason.
+	closing   chan struct{}
+	closeOnce sync.Once
 }
+
+// Shutdown tells every SSE and WebSocket connection to end now, with a hint
+// to reconnect (and resume) elsewhere. An HTTP server shutting down would
+// otherwise wait for every SSE request until its timeout, and never see the
+// hijacked WebSockets at all.
+func (e *Endpoints) Shutdown() { e.closeOnce.Do(func() { close(e.closing) }) }
 
 // NewEndpoints returns the endpoints over hub. maxConnections caps the
 // connections of both kinds together (10,000 when <= 0).
@@ -78,7 +88,7 @@ func NewEndpoints(h *Hub, store Reader, cfg Config, log *slog.Logger, c Counters
 	if maxConnections <= 0 {
 		maxConnections = 10_000
 	}
-	return &Endpoints{hub: h, store: store, cfg: cfg, log: log, counters: c, allow: allow, max: int64(maxConnections)}
+	return &Endpoints{hub: h, store: store, cfg: cfg, log: log, counters: c, allow: allow, max: int64(maxConnections), closing: make(chan struct{})}
 }
 
 func writeError(w http.ResponseWriter, err error) {
@@ -181,6 +191,10 @@ func (e *Endpoints) SSE(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-s.slow:
 			out.errorEvent(domain.Errorf(domain.CodeTooLarge, "slow consumer: the connection fell %d messages behind; reconnect with Last-Event-ID to resume", e.cfg.QueueSize))
+			return
+		case <-e.closing:
+			_, _ = fmt.Fprint(w, "retry: 1000\n\n")
+			out.errorEvent(domain.Errorf(domain.CodeUnavailable, "server shutting down; reconnect (with Last-Event-ID) to resume"))
 			return
 		case <-heartbeat.C:
 			if out.comment("ping") != nil {
@@ -324,6 +338,9 @@ func (e *Endpoints) WS(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case <-readErr:
+			return
+		case <-e.closing:
+			_ = c.Close(websocket.StatusGoingAway, "server shutting down; reconnect and resubscribe with afterSeq")
 			return
 		case <-s.slow:
 			// A client that does not read cannot read a reason either: the

@@ -29,6 +29,38 @@ type Metrics struct {
 	LiveConnections *prometheus.GaugeVec
 	// SlowClients counts live connections cut for not keeping up, by kind.
 	SlowClients *prometheus.CounterVec
+	// Appends, AppendErrors and AppendDuration describe the store's appends
+	// by adapter (see InstrumentStore).
+	Appends        *prometheus.CounterVec
+	AppendErrors   *prometheus.CounterVec
+	AppendDuration *prometheus.HistogramVec
+	// StreamPublishes counts stream publishes by channel and result (ok,
+	// failed).
+	StreamPublishes *prometheus.CounterVec
+	// Poisoned counts messages set aside on the poison topic.
+	Poisoned prometheus.Counter
+	// RelayLagEvents and RelayLagSeconds say how far the relay is behind
+	// the newest commit: in positions, and in the age of the oldest row not
+	// yet relayed.
+	RelayLagEvents  *prometheus.GaugeVec
+	RelayLagSeconds *prometheus.GaugeVec
+}
+
+// CacheStats is what the cache metrics read.
+type CacheStats func() (hits, misses, invalidations uint64)
+
+// RegisterCache exposes the read cache's counters.
+func (m *Metrics) RegisterCache(stats CacheStats) {
+	counter := func(name, help string, pick func(h, mi, i uint64) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "nvent", Name: name, Help: help}, func() float64 {
+			return float64(pick(stats()))
+		})
+	}
+	m.Registry.MustRegister(
+		counter("cache_hits_total", "Document and key reads served by the cache.", func(h, _, _ uint64) uint64 { return h }),
+		counter("cache_misses_total", "Document and key reads that went to the store.", func(_, mi, _ uint64) uint64 { return mi }),
+		counter("cache_invalidations_total", "Cache entries dropped for a change.", func(_, _, i uint64) uint64 { return i }),
+	)
 }
 
 // New registers nvent's metrics and the Go runtime's on a new registry.
@@ -64,8 +96,38 @@ func New() *Metrics {
 			Namespace: "nvent", Name: "live_slow_clients_total",
 			Help: "Live connections cut because they did not keep up, by kind.",
 		}, []string{"kind"}),
+		Appends: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "nvent", Name: "appends_total",
+			Help: "Events written by appends (duplicates not counted), by adapter.",
+		}, []string{"adapter"}),
+		AppendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "nvent", Name: "append_errors_total",
+			Help: "Append calls that failed, by adapter and error code.",
+		}, []string{"adapter", "code"}),
+		AppendDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "nvent", Name: "append_duration_seconds",
+			Help:    "Append call latency, by adapter.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"adapter"}),
+		StreamPublishes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "nvent", Name: "stream_publishes_total",
+			Help: "Messages published on the stream by the coordinator, by channel and result (ok, failed).",
+		}, []string{"channel", "result"}),
+		Poisoned: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "nvent", Name: "poison_messages_total",
+			Help: "Messages a wiring could not handle, set aside on the poison topic.",
+		}),
+		RelayLagEvents: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "nvent", Name: "relay_lag_events",
+			Help: "Positions between the newest committed row and the relay's checkpoint, by table (leader only).",
+		}, []string{"table"}),
+		RelayLagSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "nvent", Name: "relay_lag_seconds",
+			Help: "Age of the oldest committed row not yet relayed, by table (0 when caught up; leader only).",
+		}, []string{"table"}),
 	}
-	reg.MustRegister(m.WiringMessages, m.StoreSync, m.RelayRows, m.RelayLeader, m.RelayCheckpoint, m.LiveConnections, m.SlowClients, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(m.WiringMessages, m.StoreSync, m.RelayRows, m.RelayLeader, m.RelayCheckpoint, m.LiveConnections, m.SlowClients,
+		m.Appends, m.AppendErrors, m.AppendDuration, m.StreamPublishes, m.Poisoned, m.RelayLagEvents, m.RelayLagSeconds, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

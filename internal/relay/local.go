@@ -30,7 +30,7 @@ type Outbox interface {
 // committed is lost by a crash (and duplicates carry their ids). It is for
 // one process: there is no lease.
 type Local struct {
-	core
+	*core
 	outbox Outbox
 }
 
@@ -45,7 +45,7 @@ func (l *Local) Run(ctx context.Context) error {
 		return nil
 	}
 	l.metrics.Leading(true)
-	defer l.metrics.Leading(false)
+	defer func() { l.metrics.Leading(false); l.lagAt.Store(0) }()
 	sources := []source{&localTable{outbox: l.outbox, table: sqlite.OutboxEvents}, &localTable{outbox: l.outbox, table: sqlite.OutboxChanges}}
 	for {
 		err := l.pump(ctx, sources, l.wait)
@@ -86,6 +86,20 @@ func (t *localTable) name() string { return t.table }
 func (t *localTable) load(ctx context.Context) (err error) {
 	t.at, err = t.outbox.Checkpoint(ctx, t.table)
 	return err
+}
+
+// lag reports the positions waiting (one read of at most a batch: the
+// local store's backlog is small) and the age of the oldest.
+func (t *localTable) lag(ctx context.Context) (int64, time.Duration, error) {
+	rows, err := t.outbox.ReadOutbox(ctx, t.table, t.at, 1)
+	if err != nil || len(rows) == 0 {
+		return 0, 0, err
+	}
+	at := rows[0].At
+	if rows[0].Event != nil {
+		at = rows[0].Event.TS
+	}
+	return 1, time.Since(at), nil
 }
 
 func (t *localTable) next(ctx context.Context, limit int) ([]*message.Message, func(context.Context) (int64, error), error) {

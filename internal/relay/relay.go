@@ -45,6 +45,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -99,11 +100,19 @@ type Metrics struct {
 	Leading func(bool)
 	// Checkpoint reports the position relayed up to, by table.
 	Checkpoint func(table string, position int64)
+	// Lag reports, by table, how many positions the newest committed row is
+	// ahead of the checkpoint and how old the oldest row not yet relayed is
+	// (0 when caught up). Only a relay that leads reports it.
+	Lag func(table string, events int64, age time.Duration)
 }
 
 // core is what every relay shares: publishing batches on the bus and
 // checkpointing them once acknowledged.
 type core struct {
+	// lagAge and lagAt are the largest lag age measured last and when
+	// (unix nanoseconds; 0 while not leading).
+	lagAge, lagAt atomic.Int64
+
 	bus     message.Publisher
 	cfg     Config
 	log     *slog.Logger
@@ -112,7 +121,7 @@ type core struct {
 	busGone <-chan struct{}
 }
 
-func newCore(b message.Publisher, cfg Config, log *slog.Logger, m Metrics, ready, busGone <-chan struct{}) core {
+func newCore(b message.Publisher, cfg Config, log *slog.Logger, m Metrics, ready, busGone <-chan struct{}) *core {
 	cfg.setDefaults()
 	if m.Relayed == nil {
 		m.Relayed = func(string, int) {}
@@ -123,7 +132,10 @@ func newCore(b message.Publisher, cfg Config, log *slog.Logger, m Metrics, ready
 	if m.Checkpoint == nil {
 		m.Checkpoint = func(string, int64) {}
 	}
-	return core{bus: b, cfg: cfg, log: log.With(slog.String("component", "relay")), metrics: m, ready: ready, busGone: busGone}
+	if m.Lag == nil {
+		m.Lag = func(string, int64, time.Duration) {}
+	}
+	return &core{bus: b, cfg: cfg, log: log.With(slog.String("component", "relay")), metrics: m, ready: ready, busGone: busGone}
 }
 
 // source is one outbox table.
@@ -135,6 +147,9 @@ type source interface {
 	// next reads up to limit rows after the checkpoint, as bus messages,
 	// and a commit that stores the checkpoint past them.
 	next(ctx context.Context, limit int) (msgs []*message.Message, commit func(context.Context) (int64, error), err error)
+	// lag says how far the newest committed row is ahead of the checkpoint,
+	// in positions and in the age of the oldest row not yet relayed.
+	lag(ctx context.Context) (int64, time.Duration, error)
 }
 
 // pump relays every source until ctx ends or something fails, calling wait
@@ -160,6 +175,7 @@ func (c *core) pump(ctx context.Context, sources []source, wait func(context.Con
 			}
 			full = full || n == c.cfg.BatchSize
 		}
+		c.reportLag(ctx, sources)
 		if full {
 			continue
 		}
@@ -199,6 +215,40 @@ func (c *core) relayBatch(ctx context.Context, s source) (int, error) {
 	return len(msgs), nil
 }
 
+// reportLag measures each source's lag, remembers the largest age (for
+// Stalled) and reports it; a failed measurement is only logged.
+func (c *core) reportLag(ctx context.Context, sources []source) {
+	var worst time.Duration
+	for _, s := range sources {
+		n, age, err := s.lag(ctx)
+		if err != nil {
+			c.log.Debug("relay lag not measured", slog.String("table", s.name()), slog.Any("error", err))
+			continue
+		}
+		c.metrics.Lag(s.name(), n, age)
+		worst = max(worst, age)
+	}
+	c.lagAge.Store(int64(worst))
+	c.lagAt.Store(time.Now().UnixNano())
+}
+
+// Stalled reports an error when this relay leads and the oldest committed
+// row it has not relayed is older than threshold, or when it leads and has
+// not measured its lag for that long (it is stuck): a readiness check.
+func (c *core) Stalled(threshold time.Duration) error {
+	at := c.lagAt.Load()
+	if at == 0 {
+		return nil // not leading: another instance relays
+	}
+	if age := time.Duration(c.lagAge.Load()); age > threshold {
+		return fmt.Errorf("the relay is %v behind the oldest commit it has not published", age.Round(time.Second))
+	}
+	if since := time.Since(time.Unix(0, at)); since > threshold {
+		return fmt.Errorf("the relay has not made a round for %v", since.Round(time.Second))
+	}
+	return nil
+}
+
 // waitReady waits until the bus's consumer runs; false if ctx ended first.
 func (c *core) waitReady(ctx context.Context) bool {
 	select {
@@ -212,7 +262,7 @@ func (c *core) waitReady(ctx context.Context) bool {
 // Relay relays what Postgres committed to the bus. Run it; it is safe to
 // run one in every instance: only the lease holder relays.
 type Relay struct {
-	core
+	*core
 	pool *pgxpool.Pool
 }
 
@@ -278,6 +328,7 @@ func (r *Relay) tryLead(ctx context.Context) (led bool, err error) {
 	r.metrics.Leading(true)
 	defer func() {
 		r.metrics.Leading(false)
+		r.lagAt.Store(0)
 		// A connection that failed may still hold the lock on a half-open
 		// session: close it rather than give it back to the pool.
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
@@ -336,10 +387,13 @@ type relayed struct {
 
 // table is one Postgres outbox table.
 type table struct {
-	pool   *pgxpool.Pool
-	table  string
-	query  string // $1 tx_id, $2 position, $3 limit; first two columns are tx_id::text, position
-	decode func(row pgx.Rows) (relayed, error)
+	pool  *pgxpool.Pool
+	table string
+	query string // $1 tx_id, $2 position, $3 limit; first two columns are tx_id::text, position
+	// lagQuery returns the newest position and the age in seconds of the
+	// oldest row after the cursor ($1 tx_id, $2 position).
+	lagQuery string
+	decode   func(row pgx.Rows) (relayed, error)
 	// prune, when set, deletes relayed rows with the checkpoint update.
 	prune bool
 	at    cursor
@@ -386,6 +440,16 @@ func (t *table) next(ctx context.Context, limit int) ([]*message.Message, func(c
 	return msgs, func(ctx context.Context) (int64, error) { return last.position, t.commit(ctx, last) }, nil
 }
 
+func (t *table) lag(ctx context.Context) (int64, time.Duration, error) {
+	var newest int64
+	var age float64
+	err := t.pool.QueryRow(ctx, t.lagQuery, t.at.txID, t.at.position).Scan(&newest, &age)
+	if err != nil {
+		return 0, 0, err
+	}
+	return max(0, newest-t.at.position), time.Duration(age * float64(time.Second)), nil
+}
+
 func (t *table) commit(ctx context.Context, to cursor) error {
 	q := `INSERT INTO relay_checkpoints (name, tx_id, position) VALUES ($1, $2::text::xid8, $3)
 	      ON CONFLICT (name) DO UPDATE SET tx_id = EXCLUDED.tx_id, position = EXCLUDED.position, updated_at = now()`
@@ -411,6 +475,9 @@ func newEventsTable(pool *pgxpool.Pool) *table {
 	return &table{
 		pool:  pool,
 		table: "events",
+		lagQuery: `SELECT coalesce((SELECT max(position) FROM events), 0),
+		           coalesce((SELECT extract(epoch FROM now() - ts) FROM events WHERE (tx_id, position) > ($1::text::xid8, $2)
+		                     ORDER BY events.tx_id, events.position LIMIT 1), 0)::float8`,
 		query: `SELECT tx_id::text AS cursor_tx, position, id, subject, seq, type, coalesce(run_id, ''), coalesce(flow_name, ''),
 		        coalesce(step_name, ''), coalesce(step_id, ''), attempt, data, ts
 		        FROM events WHERE ` + below,
@@ -434,6 +501,9 @@ func newChangesTable(pool *pgxpool.Pool) *table {
 	return &table{
 		pool:  pool,
 		table: "changes",
+		lagQuery: `SELECT coalesce((SELECT max(position) FROM changes), 0),
+		           coalesce((SELECT extract(epoch FROM now() - at) FROM changes WHERE (tx_id, position) > ($1::text::xid8, $2)
+		                     ORDER BY changes.tx_id, changes.position LIMIT 1), 0)::float8`,
 		prune: true,
 		query: `SELECT tx_id::text AS cursor_tx, position, id, kind, coalesce(collection, ''), coalesce(doc_id, ''), coalesce(key, ''), body, at
 		        FROM changes WHERE ` + below,

@@ -47,6 +47,8 @@ type Config struct {
 	RetryInterval time.Duration
 	// CloseTimeout bounds how long Close waits for handlers. Default 10s.
 	CloseTimeout time.Duration
+	// OnPoison, when set, is called for every message set aside.
+	OnPoison func()
 }
 
 func (c *Config) setDefaults() {
@@ -100,7 +102,11 @@ func New(cfg Config, poison message.Publisher, wirings []Wiring, log *slog.Logge
 	if err != nil {
 		return nil, fmt.Errorf("error creating router: %w", err)
 	}
-	pq, err := middleware.PoisonQueueWithFilter(lastResort{poison, log}, cfg.PoisonTopic, func(err error) bool {
+	onPoison := cfg.OnPoison
+	if onPoison == nil {
+		onPoison = func() {}
+	}
+	pq, err := middleware.PoisonQueueWithFilter(lastResort{poison, log, onPoison}, cfg.PoisonTopic, func(err error) bool {
 		// An unavailable stream or store is not the message's fault: it is
 		// nacked and comes again, never set aside.
 		return !errors.Is(err, domain.ErrUnavailable)
@@ -163,11 +169,15 @@ func (rt *Router) Run(ctx context.Context) error {
 // stream is down), logs them instead of failing: a message that cannot be
 // handled or set aside must still not block the ones after it.
 type lastResort struct {
-	pub message.Publisher
-	log *slog.Logger
+	pub      message.Publisher
+	log      *slog.Logger
+	poisoned func()
 }
 
 func (l lastResort) Publish(topic string, msgs ...*message.Message) error {
+	for range msgs {
+		l.poisoned()
+	}
 	if err := l.pub.Publish(topic, msgs...); err != nil {
 		for _, m := range msgs {
 			l.log.Error("message failed and could not be set aside on the poison topic; dropped",
