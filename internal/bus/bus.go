@@ -56,7 +56,14 @@ type Change struct {
 	Entry *domain.KVEntry `json:"entry,omitempty"`
 	// At is when the change was made.
 	At time.Time `json:"at"`
+	// CorrelationID is the id of the request that made the change, if any;
+	// it also travels as the message's MetadataCorrelationID.
+	CorrelationID string `json:"correlationId,omitempty"`
 }
+
+// MetadataCorrelationID is the metadata key of the correlation id, on the
+// bus and on the stream.
+const MetadataCorrelationID = "correlation_id"
 
 // Message encodes c as a bus message.
 func (c Change) Message() (*message.Message, error) {
@@ -66,6 +73,9 @@ func (c Change) Message() (*message.Message, error) {
 	}
 	msg := message.NewMessage(c.ID, b)
 	msg.Metadata.Set("kind", string(c.Kind))
+	if c.CorrelationID != "" {
+		msg.Metadata.Set(MetadataCorrelationID, c.CorrelationID)
+	}
 	return msg, nil
 }
 
