@@ -12,6 +12,10 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // the first signal starts a graceful stop; a second one ends the process at once
+	}()
 	code := cli.Run(ctx, os.Args[1:], cli.OSEnv())
 	stop()
 	os.Exit(code)

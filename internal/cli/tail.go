@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/nvent/nvent/internal/bus"
 	"github.com/nvent/nvent/internal/di"
 	"github.com/nvent/nvent/internal/logging"
 	"github.com/nvent/nvent/internal/stream"
@@ -50,7 +51,23 @@ func tailCmd(load loader, env Env) *cobra.Command {
 					msg.Ack()
 					continue
 				}
-				if err := enc.Encode(m); err != nil {
+				line, err := json.Marshal(m)
+				if err != nil {
+					return err
+				}
+				if id := msg.Metadata.Get(bus.MetadataCorrelationID); id != "" {
+					// The contract's shape, plus the correlation id when the
+					// change came from a request that had one.
+					var withID map[string]json.RawMessage
+					_ = json.Unmarshal(line, &withID)
+					withID["correlationId"], _ = json.Marshal(id)
+					if err := enc.Encode(withID); err != nil {
+						return err
+					}
+					msg.Ack()
+					continue
+				}
+				if err := enc.Encode(json.RawMessage(line)); err != nil {
 					return err
 				}
 				msg.Ack()

@@ -84,6 +84,7 @@ func (s *Store) Run(ctx context.Context) error {
 func (s *Store) publish(ctx context.Context, changes ...bus.Change) {
 	msgs := make([]*message.Message, 0, len(changes))
 	for _, c := range changes {
+		c.CorrelationID = domain.CorrelationID(ctx)
 		msg, err := c.Message()
 		if err != nil {
 			s.log.ErrorContext(ctx, "change not published", slog.String("change", c.ID), slog.Any("error", err))

@@ -36,6 +36,9 @@ type Channels struct {
 //     emit, await.*) → flow:event:{runId}; flow.trigger → flow:trigger:{flowName};
 //   - client-messages: every event of a run → client:flow:{runId}.
 //
+// The change's correlation id travels on as the stream message's metadata
+// (bus.MetadataCorrelationID).
+//
 // A handler acknowledges a bus message only after the stream acknowledged
 // its publish. A publish that fails is an unavailable stream: the router
 // retries the message until the stream takes it (so the relay, whose bus
@@ -98,7 +101,11 @@ func (c *StreamCoordinator) route(channel string, fn func(bus.Change) []outgoing
 			if err := stream.ValidateTopic(o.topic); err != nil {
 				return err // this message cannot be published: poison
 			}
-			err := c.stream.Publish(o.topic, stream.NewWatermillMessage(o.msg))
+			out := stream.NewWatermillMessage(o.msg)
+			if id := msg.Metadata.Get(bus.MetadataCorrelationID); id != "" {
+				out.Metadata.Set(bus.MetadataCorrelationID, id)
+			}
+			err := c.stream.Publish(o.topic, out)
 			c.published(channel, err)
 			if err != nil {
 				// The stream, not the message, is at fault: the message

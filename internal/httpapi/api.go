@@ -91,14 +91,35 @@ func (a *API) HandleRun(pattern string, h http.Handler, allowed func(r *http.Req
 	a.mux.Handle(pattern, a.authorizeRun(h, allowed))
 }
 
-// ServeHTTP implements http.Handler, recovering from panics in handlers.
+// CorrelationHeader carries a request's correlation id: taken from the
+// request (or X-Request-ID) when it is a valid name, made up otherwise, and
+// always echoed on the response. It goes with every change the request
+// makes, through the store, the bus and the stream (message metadata
+// "correlation_id"), and into the log lines about it.
+const CorrelationHeader = "X-Correlation-ID"
+
+// correlationID returns the request's correlation id.
+func correlationID(r *http.Request) string {
+	for _, h := range []string{CorrelationHeader, "X-Request-ID"} {
+		if id := r.Header.Get(h); id != "" && len(id) <= 128 && domain.ValidateEventID(id) == nil {
+			return id
+		}
+	}
+	return domain.NewID()
+}
+
+// ServeHTTP implements http.Handler: it gives the request its correlation
+// id and recovers from panics in handlers.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := correlationID(r)
+	w.Header().Set(CorrelationHeader, id)
+	r = r.WithContext(domain.WithCorrelationID(r.Context(), id))
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
 				panic(p)
 			}
-			a.log.ErrorContext(r.Context(), "handler panicked", slog.String("path", r.URL.Path), slog.Any("panic", p))
+			a.log.ErrorContext(r.Context(), "handler panicked", slog.String("path", r.URL.Path), slog.String("correlation_id", id), slog.Any("panic", p))
 			writeJSON(w, http.StatusInternalServerError, errBody(domain.CodeInternal, "internal error"))
 		}
 	}()

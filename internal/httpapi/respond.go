@@ -56,7 +56,7 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status := statusOf(code)
 	if status >= 500 {
 		a.log.ErrorContext(r.Context(), "request failed", slog.String("method", r.Method), slog.String("path", r.URL.Path),
-			slog.String("code", string(code)), slog.Any("error", err))
+			slog.String("correlation_id", domain.CorrelationID(r.Context())), slog.String("code", string(code)), slog.Any("error", err))
 	}
 	writeJSON(w, status, errBody(code, domain.PublicMessage(err)))
 }
