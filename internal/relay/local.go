@@ -132,9 +132,10 @@ func (t *localTable) next(ctx context.Context, limit int) ([]*message.Message, f
 // changeOf turns an outbox row into the bus change it stands for.
 func changeOf(r sqlite.OutboxRow) (bus.Change, error) {
 	if r.Event != nil {
-		return bus.Change{Kind: bus.KindAppend, ID: r.Event.ID, Event: r.Event, At: r.Event.TS}, nil
+		return bus.Change{Kind: bus.KindAppend, ID: r.Event.ID, Event: r.Event, At: r.Event.TS, CorrelationID: r.CorrelationID}, nil
 	}
-	c := bus.Change{Kind: bus.Kind(r.Kind), ID: r.ID, Collection: r.Collection, DocumentID: r.DocumentID, Key: r.Key, At: r.At}
+	c := bus.Change{Kind: bus.Kind(r.Kind), ID: r.ID, Collection: r.Collection, DocumentID: r.DocumentID, Key: r.Key, At: r.At,
+		CorrelationID: r.CorrelationID}
 	switch c.Kind {
 	case bus.KindSave:
 		c.Document = new(domain.Document)

@@ -479,19 +479,20 @@ func newEventsTable(pool *pgxpool.Pool) *table {
 		           coalesce((SELECT extract(epoch FROM now() - ts) FROM events WHERE (tx_id, position) > ($1::text::xid8, $2)
 		                     ORDER BY events.tx_id, events.position LIMIT 1), 0)::float8`,
 		query: `SELECT tx_id::text AS cursor_tx, position, id, subject, seq, type, coalesce(run_id, ''), coalesce(flow_name, ''),
-		        coalesce(step_name, ''), coalesce(step_id, ''), attempt, data, ts
+		        coalesce(step_name, ''), coalesce(step_id, ''), attempt, data, ts, coalesce(correlation_id, '')
 		        FROM events WHERE ` + below,
 		decode: func(rows pgx.Rows) (relayed, error) {
 			var r relayed
 			var e domain.Event
 			var attempt int64
 			var data []byte
+			var corr string
 			if err := rows.Scan(&r.at.txID, &r.at.position, &e.ID, &e.Subject, &e.Seq, &e.Type, &e.RunID, &e.FlowName,
-				&e.StepName, &e.StepID, &attempt, &data, &e.TS); err != nil {
+				&e.StepName, &e.StepID, &attempt, &data, &e.TS, &corr); err != nil {
 				return r, err
 			}
 			e.Attempt, e.Data, e.TS = int(attempt), json.RawMessage(data), e.TS.UTC()
-			r.change = bus.Change{Kind: bus.KindAppend, ID: e.ID, Event: &e, At: e.TS}
+			r.change = bus.Change{Kind: bus.KindAppend, ID: e.ID, Event: &e, At: e.TS, CorrelationID: corr}
 			return r, nil
 		},
 	}
@@ -505,13 +506,15 @@ func newChangesTable(pool *pgxpool.Pool) *table {
 		           coalesce((SELECT extract(epoch FROM now() - at) FROM changes WHERE (tx_id, position) > ($1::text::xid8, $2)
 		                     ORDER BY changes.tx_id, changes.position LIMIT 1), 0)::float8`,
 		prune: true,
-		query: `SELECT tx_id::text AS cursor_tx, position, id, kind, coalesce(collection, ''), coalesce(doc_id, ''), coalesce(key, ''), body, at
+		query: `SELECT tx_id::text AS cursor_tx, position, id, kind, coalesce(collection, ''), coalesce(doc_id, ''), coalesce(key, ''), body, at,
+		        coalesce(correlation_id, '')
 		        FROM changes WHERE ` + below,
 		decode: func(rows pgx.Rows) (relayed, error) {
 			var r relayed
 			c := &r.change
 			var body []byte
-			if err := rows.Scan(&r.at.txID, &r.at.position, &c.ID, &c.Kind, &c.Collection, &c.DocumentID, &c.Key, &body, &c.At); err != nil {
+			if err := rows.Scan(&r.at.txID, &r.at.position, &c.ID, &c.Kind, &c.Collection, &c.DocumentID, &c.Key, &body, &c.At,
+				&c.CorrelationID); err != nil {
 				return r, err
 			}
 			c.At = c.At.UTC()

@@ -25,8 +25,9 @@ import (
 // the lock still judges its condition against the document as it is then:
 // ON CONFLICT, UPDATE and DELETE re-check the newest row version.
 //
-// The save statements take $1 collection, $2 id, $3 data, $4 now and $5
-// the change id; updateDocument also $6, the expected version.
+// The save statements take $1 collection, $2 id, $3 data, $4 now, $5 the
+// change id and $6 the correlation id (NULL when empty); updateDocument
+// also $7, the expected version.
 const (
 	// serialiseDocument serialises the writes of document $2 of
 	// collection $1 until their transaction ends. It writes nothing, so it
@@ -48,10 +49,10 @@ const (
 	ON CONFLICT (collection, id) DO NOTHING
 	RETURNING version, created_at, updated_at
 )` + recordSave
-	// updateDocument replaces the document only at version $6.
+	// updateDocument replaces the document only at version $7.
 	updateDocument = `WITH l AS (` + serialiseDocument + `), d AS (
 	UPDATE documents SET version = version + 1, data = $3, updated_at = $4
-	FROM l WHERE collection = $1 AND id = $2 AND version = $6
+	FROM l WHERE collection = $1 AND id = $2 AND version = $7
 	RETURNING version, created_at, updated_at
 )` + recordSave
 	// recordSave inserts the change of the saved row d, if any, and
@@ -59,25 +60,26 @@ const (
 	// marshals to, with the same keys and time format; json_build_object
 	// spaces it differently, and data is the stored text, byte for byte.
 	recordSave = `, c AS (
-	INSERT INTO changes (id, kind, collection, doc_id, body, at)
+	INSERT INTO changes (id, kind, collection, doc_id, body, at, correlation_id)
 	SELECT $5, 'save', $1, $2, json_build_object(
 		'collection', $1::text, 'id', $2::text, 'version', d.version, 'data', $3::json,
 		'createdAt', to_char(d.created_at AT TIME ZONE 'UTC', ` + timeFormat + `),
 		'updatedAt', to_char(d.updated_at AT TIME ZONE 'UTC', ` + timeFormat + `)),
-		d.updated_at
+		d.updated_at, NULLIF($6::text, '')
 	FROM d
 )
 SELECT version, created_at, updated_at FROM d`
 	// deleteDocument deletes the document, at version $3 when $3 is not
-	// NULL, and records the change, with id $4 at $5. It reports one row
-	// (the change) when it deleted the document, none otherwise.
+	// NULL, and records the change, with id $4 at $5 and the correlation
+	// id $6 (NULL when empty). It reports one row (the change) when it
+	// deleted the document, none otherwise.
 	deleteDocument = `WITH l AS (` + serialiseDocument + `), d AS (
 	DELETE FROM documents USING l
 	WHERE collection = $1 AND id = $2 AND ($3::bigint IS NULL OR version = $3)
 	RETURNING 1
 )
-INSERT INTO changes (id, kind, collection, doc_id, at)
-SELECT $4, 'delete', $1, $2, $5 FROM d`
+INSERT INTO changes (id, kind, collection, doc_id, at, correlation_id)
+SELECT $4, 'delete', $1, $2, $5, NULLIF($6::text, '') FROM d`
 	documentVersion = `SELECT version FROM documents WHERE collection = $1 AND id = $2`
 	getDocument     = `SELECT version, data, created_at, updated_at FROM documents WHERE collection = $1 AND id = $2`
 	listDocuments   = `SELECT id, version, data, created_at, updated_at FROM documents
@@ -100,15 +102,15 @@ func (s *Store) SaveDocument(ctx context.Context, collection, id string, data js
 		return domain.Document{}, err
 	}
 	doc := domain.Document{Collection: collection, ID: id, Data: data}
-	now := domain.Now()
+	now, corr := domain.Now(), domain.CorrelationID(ctx)
 	var row pgx.Row
 	switch {
 	case opts.ExpectedVersion == nil:
-		row = s.pool.QueryRow(ctx, saveDocument, collection, id, data, now, domain.NewID())
+		row = s.pool.QueryRow(ctx, saveDocument, collection, id, data, now, domain.NewID(), corr)
 	case *opts.ExpectedVersion == 0:
-		row = s.pool.QueryRow(ctx, createDocument, collection, id, data, now, domain.NewID())
+		row = s.pool.QueryRow(ctx, createDocument, collection, id, data, now, domain.NewID(), corr)
 	default:
-		row = s.pool.QueryRow(ctx, updateDocument, collection, id, data, now, domain.NewID(), *opts.ExpectedVersion)
+		row = s.pool.QueryRow(ctx, updateDocument, collection, id, data, now, domain.NewID(), corr, *opts.ExpectedVersion)
 	}
 	err = row.Scan(&doc.Version, &doc.CreatedAt, &doc.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -175,7 +177,8 @@ func (s *Store) DeleteDocument(ctx context.Context, collection, id string, opts 
 	if err := validateDocument(collection, id); err != nil {
 		return err
 	}
-	tag, err := s.pool.Exec(ctx, deleteDocument, collection, id, opts.ExpectedVersion, domain.NewID(), domain.Now())
+	tag, err := s.pool.Exec(ctx, deleteDocument, collection, id, opts.ExpectedVersion, domain.NewID(), domain.Now(),
+		domain.CorrelationID(ctx))
 	if err != nil {
 		return wrapErr(err, "deleting document "+collection+"/"+id)
 	}

@@ -50,7 +50,8 @@ CROSS JOIN LATERAL (SELECT * FROM events WHERE subject = $1 AND id = batch.wante
 	// appendAny and appendAt write the batch's $2 new events in one
 	// statement. The stream CTE moves streams.last_seq by $2 and returns
 	// the seq before, prev; the events get seqs prev+1 … prev+$2 in the
-	// order given. appendAny serves no expected seq ($3 NULL) and expected
+	// order given, each with the correlation id $13 (NULL when empty).
+	// appendAny serves no expected seq ($3 NULL) and expected
 	// seq 0: it creates the subject's row, or updates it only when $3 is
 	// NULL or matches. appendAt serves any other expected seq: it updates an
 	// existing row at seq $3. The statement returns prev (NULL when the
@@ -67,9 +68,9 @@ CROSS JOIN LATERAL (SELECT * FROM events WHERE subject = $1 AND id = batch.wante
 	RETURNING last_seq - $2 AS prev
 )` + insertNew
 	insertNew = `, inserted AS (
-	INSERT INTO events (subject, seq, id, type, run_id, flow_name, step_name, step_id, attempt, data, ts)
+	INSERT INTO events (subject, seq, id, type, run_id, flow_name, step_name, step_id, attempt, data, ts, correlation_id)
 	SELECT $1, stream.prev + e.ord, e.id, e.type, NULLIF(e.run_id, ''), NULLIF(e.flow_name, ''),
-		NULLIF(e.step_name, ''), NULLIF(e.step_id, ''), e.attempt, e.data, $4
+		NULLIF(e.step_name, ''), NULLIF(e.step_id, ''), e.attempt, e.data, $4, NULLIF($13::text, '')
 	FROM stream CROSS JOIN unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::json[])
 		WITH ORDINALITY AS e(id, type, run_id, flow_name, step_name, step_id, attempt, data, ord)
 	ORDER BY e.ord
@@ -176,6 +177,7 @@ func (s *Store) appendNew(ctx context.Context, subject string, events []domain.E
 	b.Queue(lockSubject, subject)
 	b.Queue(stmt, subject, int64(len(cols.id)), opts.ExpectedSeq, events[0].TS,
 		cols.id, cols.typ, cols.runID, cols.flowName, cols.stepName, cols.stepID, cols.attempt, cols.data,
+		domain.CorrelationID(ctx),
 	).QueryRow(func(row pgx.Row) error { return row.Scan(&prev, &current) })
 	b.Queue("COMMIT")
 	br := s.pool.SendBatch(ctx, b)

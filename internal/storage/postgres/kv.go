@@ -24,8 +24,8 @@ WHERE key = $1 AND (expires_at IS NULL OR expires_at > $2)`
 	// serialiseKey serialises the writes of key $1 until their
 	// transaction ends, without giving the transaction an id.
 	serialiseKey = `SELECT pg_advisory_xact_lock(hashtextextended('nvent:kv:' || $1::text, 0))`
-	// setKey and updateKey take $1 key, $2 value, $3 expires_at, $4 now
-	// and $5 the change id.
+	// setKey and updateKey take $1 key, $2 value, $3 expires_at, $4 now,
+	// $5 the change id and $6 the correlation id (NULL when empty).
 	setKey = `WITH l AS (` + serialiseKey + `), k AS (
 	INSERT INTO kv (key, value, expires_at, updated_at)
 	SELECT $1::text, $2::json, $3::timestamptz, $4::timestamptz FROM l
@@ -43,20 +43,21 @@ WHERE key = $1 AND (expires_at IS NULL OR expires_at > $2)`
 	// entry does not expire), spaced as json_build_object does, with the
 	// value as stored.
 	recordSet = `
-INSERT INTO changes (id, kind, key, body, at)
+INSERT INTO changes (id, kind, key, body, at, correlation_id)
 SELECT $5, 'kv.set', $1, CASE WHEN $3::timestamptz IS NULL
 	THEN json_build_object('key', $1::text, 'value', $2::json)
 	ELSE json_build_object('key', $1::text, 'value', $2::json,
 		'expiresAt', to_char($3::timestamptz AT TIME ZONE 'UTC', ` + timeFormat + `))
-	END, $4
+	END, $4, NULLIF($6::text, '')
 FROM k`
 	// deleteKey removes the row, expired or not, and tells which it was:
-	// it records the change, with id $3 at $2, only for a live entry.
+	// it records the change, with id $3 at $2 and the correlation id $4
+	// (NULL when empty), only for a live entry.
 	deleteKey = `WITH l AS (` + serialiseKey + `), k AS (
 	DELETE FROM kv USING l WHERE key = $1 RETURNING expires_at
 ), c AS (
-	INSERT INTO changes (id, kind, key, at)
-	SELECT $3, 'kv.delete', $1, $2 FROM k WHERE k.expires_at IS NULL OR k.expires_at > $2
+	INSERT INTO changes (id, kind, key, at, correlation_id)
+	SELECT $3, 'kv.delete', $1, $2, NULLIF($4::text, '') FROM k WHERE k.expires_at IS NULL OR k.expires_at > $2
 )
 SELECT expires_at FROM k`
 	// lockKey returns the key's row locked until the end of the
@@ -95,7 +96,7 @@ func (s *Store) SetKey(ctx context.Context, key string, value json.RawMessage, t
 	if err != nil {
 		return domain.KVEntry{}, err
 	}
-	if _, err := s.pool.Exec(ctx, setKey, key, value, exp, now, domain.NewID()); err != nil {
+	if _, err := s.pool.Exec(ctx, setKey, key, value, exp, now, domain.NewID(), domain.CorrelationID(ctx)); err != nil {
 		return domain.KVEntry{}, wrapErr(err, "setting key "+key)
 	}
 	return domain.KVEntry{Key: key, Value: value, ExpiresAt: exp}, nil
@@ -110,7 +111,7 @@ func (s *Store) DeleteKey(ctx context.Context, key string) error {
 	}
 	now := domain.Now()
 	var exp *time.Time
-	err := s.pool.QueryRow(ctx, deleteKey, key, now, domain.NewID()).Scan(&exp)
+	err := s.pool.QueryRow(ctx, deleteKey, key, now, domain.NewID(), domain.CorrelationID(ctx)).Scan(&exp)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && domain.Expired(exp, now)) {
 		return keyNotFound(key)
 	}
@@ -160,7 +161,7 @@ func (s *Store) incrTx(ctx context.Context, key string, delta int64) (domain.KVE
 	if err != nil {
 		return domain.KVEntry{}, err
 	}
-	if _, err := tx.Exec(ctx, updateKey, key, value, exp, now, domain.NewID()); err != nil {
+	if _, err := tx.Exec(ctx, updateKey, key, value, exp, now, domain.NewID(), domain.CorrelationID(ctx)); err != nil {
 		return domain.KVEntry{}, err
 	}
 	if err := tx.Commit(ctx); err != nil {

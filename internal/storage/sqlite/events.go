@@ -50,9 +50,11 @@ const (
 	sqlLastSeq    = `SELECT last_seq FROM streams WHERE subject = ?`
 	sqlSetLastSeq = `INSERT INTO streams (subject, last_seq) VALUES (?, ?)
 		ON CONFLICT (subject) DO UPDATE SET last_seq = excluded.last_seq`
+	// sqlInsertEvent stores the correlation id of the append's context
+	// with each event, NULL when empty.
 	sqlInsertEvent = `INSERT INTO events
-		(subject, seq, id, type, run_id, flow_name, step_name, step_id, attempt, data, ts)
-		VALUES (?, ?, ?, ?, NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, 0), ?, ?)`
+		(subject, seq, id, type, run_id, flow_name, step_name, step_id, attempt, data, ts, correlation_id)
+		VALUES (?, ?, ?, ?, NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, 0), ?, ?, NULLIF(?, ''))`
 )
 
 // appendStmts are the prepared statements of Append.
@@ -130,6 +132,7 @@ func (s *Store) Append(ctx context.Context, subject string, in []domain.NewEvent
 			return err
 		}
 		insert := tx.StmtContext(ctx, s.appendStmts.insert)
+		corr := domain.CorrelationID(ctx)
 		inserted = true
 		seq = last
 		for i, e := range evs {
@@ -140,7 +143,7 @@ func (s *Store) Append(ctx context.Context, subject string, in []domain.NewEvent
 			seq++
 			e.Seq = seq
 			if _, err := insert.ExecContext(ctx, subject, e.Seq, e.ID, e.Type, e.RunID, e.FlowName,
-				e.StepName, e.StepID, e.Attempt, string(e.Data), toMillis(e.TS)); err != nil {
+				e.StepName, e.StepID, e.Attempt, string(e.Data), toMillis(e.TS), corr); err != nil {
 				return err
 			}
 			res.Events[i] = e

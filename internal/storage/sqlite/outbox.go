@@ -52,15 +52,19 @@ type OutboxRow struct {
 	Key        string
 	Body       json.RawMessage
 	At         time.Time // when the change was written
+
+	// CorrelationID is the id of the request that wrote the row (both
+	// tables), "" when the write carried none.
+	CorrelationID string
 }
 
 const (
-	sqlInsertChange = `INSERT INTO changes (id, kind, collection, doc_id, key, body, at)
-		VALUES (?, ?, NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, ''), ?, ?)`
-	sqlReadEvents = `SELECT position, subject, ` + eventColumns + ` FROM events
+	sqlInsertChange = `INSERT INTO changes (id, kind, collection, doc_id, key, body, at, correlation_id)
+		VALUES (?, ?, NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, ''), ?, ?, NULLIF(?, ''))`
+	sqlReadEvents = `SELECT position, subject, COALESCE(correlation_id, ''), ` + eventColumns + ` FROM events
 		WHERE position > ? ORDER BY position LIMIT ?`
 	sqlReadChanges = `SELECT position, id, kind, COALESCE(collection, ''), COALESCE(doc_id, ''),
-		COALESCE(key, ''), body, at FROM changes
+		COALESCE(key, ''), body, at, COALESCE(correlation_id, '') FROM changes
 		WHERE position > ? ORDER BY position LIMIT ?`
 	sqlCheckpoint     = `SELECT position FROM relay_checkpoints WHERE name = ?`
 	sqlSaveCheckpoint = `INSERT INTO relay_checkpoints (name, position, updated_at) VALUES (?, ?, ?)
@@ -77,8 +81,8 @@ type change struct {
 	at                time.Time
 }
 
-// recordChange inserts c into changes in tx, with a new id, through the
-// statement prepared on the writer.
+// recordChange inserts c into changes in tx, with a new id and the
+// correlation id of ctx, through the statement prepared on the writer.
 func (s *Store) recordChange(ctx context.Context, tx *sql.Tx, c change) error {
 	var body sql.NullString
 	if c.body != nil {
@@ -89,7 +93,7 @@ func (s *Store) recordChange(ctx context.Context, tx *sql.Tx, c change) error {
 		body = sql.NullString{String: string(b), Valid: true}
 	}
 	_, err := tx.StmtContext(ctx, s.insertChange).ExecContext(ctx,
-		domain.NewID(), c.kind, c.collection, c.docID, c.key, body, toMillis(c.at))
+		domain.NewID(), c.kind, c.collection, c.docID, c.key, body, toMillis(c.at), domain.CorrelationID(ctx))
 	return err
 }
 
@@ -156,7 +160,7 @@ func (s *Store) ReadOutbox(ctx context.Context, table string, after int64, limit
 // scanOutboxEvent reads a row of sqlReadEvents.
 func scanOutboxEvent(rows *sql.Rows) (OutboxRow, error) {
 	r := OutboxRow{Event: new(domain.Event)}
-	err := scanEvent(rows, r.Event, &r.Position, &r.Event.Subject)
+	err := scanEvent(rows, r.Event, &r.Position, &r.Event.Subject, &r.CorrelationID)
 	return r, err
 }
 
@@ -165,7 +169,7 @@ func scanOutboxChange(rows *sql.Rows) (OutboxRow, error) {
 	var r OutboxRow
 	var body []byte
 	var at int64
-	if err := rows.Scan(&r.Position, &r.ID, &r.Kind, &r.Collection, &r.DocumentID, &r.Key, &body, &at); err != nil {
+	if err := rows.Scan(&r.Position, &r.ID, &r.Kind, &r.Collection, &r.DocumentID, &r.Key, &body, &at, &r.CorrelationID); err != nil {
 		return r, err
 	}
 	if body != nil {
