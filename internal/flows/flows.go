@@ -21,6 +21,7 @@ import (
 
 	"github.com/nvent/nvent/internal/domain"
 	"github.com/nvent/nvent/internal/handlers"
+	"github.com/nvent/nvent/internal/httpapi"
 )
 
 // Store is what the API needs of the store (storage.Store is one).
@@ -100,7 +101,7 @@ func (a *API) startRun(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"runId": runID, "event": res.Events[0]})
+	httpapi.WriteJSON(w, http.StatusCreated, map[string]any{"runId": runID, "event": res.Events[0]})
 }
 
 // getRun serves GET /v1/runs/{runId}: the fold of the run's events up to
@@ -118,7 +119,7 @@ func (a *API) getRun(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, run)
+	httpapi.WriteJSON(w, http.StatusOK, run)
 }
 
 // Run folds the events of run runID from the store (handlers.RunFold, as
@@ -169,7 +170,7 @@ func (a *API) listRuns(w http.ResponseWriter, r *http.Request) {
 	for _, d := range docs.Items {
 		out.Items = append(out.Items, d.Data)
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpapi.WriteJSON(w, http.StatusOK, out)
 }
 
 // listFlowRuns serves GET /v1/flows/{flowName}/runs?limit=N&after=CURSOR:
@@ -213,17 +214,17 @@ func (a *API) listFlowRuns(w http.ResponseWriter, r *http.Request) {
 				if i < len(docs.Items)-1 || docs.Next != "" {
 					out.Next = d.ID
 				}
-				writeJSON(w, http.StatusOK, out)
+				httpapi.WriteJSON(w, http.StatusOK, out)
 				return
 			}
 		}
 		if docs.Next == "" {
-			writeJSON(w, http.StatusOK, out)
+			httpapi.WriteJSON(w, http.StatusOK, out)
 			return
 		}
 		if scanned >= a.cfg.MaxScan {
 			out.Next = cursor
-			writeJSON(w, http.StatusOK, out)
+			httpapi.WriteJSON(w, http.StatusOK, out)
 			return
 		}
 	}
@@ -290,50 +291,6 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request) (json.RawMessage,
 	return data, nil
 }
 
-// statusOf maps an error code to its HTTP status, as internal/httpapi does.
-func statusOf(code domain.Code) int {
-	switch code {
-	case domain.CodeInvalidInput:
-		return http.StatusBadRequest
-	case domain.CodeConflict:
-		return http.StatusConflict
-	case domain.CodeNotFound:
-		return http.StatusNotFound
-	case domain.CodeTooLarge:
-		return http.StatusRequestEntityTooLarge
-	case domain.CodeUnavailable:
-		return http.StatusServiceUnavailable
-	case domain.CodeUnauthorized:
-		return http.StatusUnauthorized
-	default:
-		return http.StatusInternalServerError
-	}
-}
-
-type errorBody struct {
-	Error struct {
-		Code    domain.Code `json:"code"`
-		Message string      `json:"message"`
-	} `json:"error"`
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// writeError writes err as {"error":{"code","message"}} with the status its
-// code maps to; internal errors are logged with their cause and shown only
-// as "internal error".
 func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	code := domain.ErrorCode(err)
-	status := statusOf(code)
-	if status >= 500 {
-		a.log.ErrorContext(r.Context(), "request failed", slog.String("method", r.Method), slog.String("path", r.URL.Path),
-			slog.String("code", string(code)), slog.Any("error", err))
-	}
-	var b errorBody
-	b.Error.Code, b.Error.Message = code, domain.PublicMessage(err)
-	writeJSON(w, status, b)
+	httpapi.WriteError(w, r, a.log, err)
 }

@@ -71,7 +71,7 @@ func (a *API) routes() {
 	a.mux.HandleFunc("GET /healthz", a.healthz)
 	a.mux.HandleFunc("GET /readyz", a.readyz)
 	a.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, errBody(domain.CodeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path))
+		WriteJSON(w, http.StatusNotFound, errBody(domain.CodeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path))
 	})
 }
 
@@ -120,7 +120,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				panic(p)
 			}
 			a.log.ErrorContext(r.Context(), "handler panicked", slog.String("path", r.URL.Path), slog.String("correlation_id", id), slog.Any("panic", p))
-			writeJSON(w, http.StatusInternalServerError, errBody(domain.CodeInternal, "internal error"))
+			WriteJSON(w, http.StatusInternalServerError, errBody(domain.CodeInternal, "internal error"))
 		}
 	}()
 	a.mux.ServeHTTP(w, r)
@@ -145,7 +145,7 @@ func bearer(r *http.Request) string {
 
 func unauthorized(w http.ResponseWriter, message string) {
 	w.Header().Set("WWW-Authenticate", `Bearer realm="nvent"`)
-	writeJSON(w, http.StatusUnauthorized, errBody(domain.CodeUnauthorized, message))
+	WriteJSON(w, http.StatusUnauthorized, errBody(domain.CodeUnauthorized, message))
 }
 
 // authorize requires the auth token when one is configured. The token is
@@ -159,7 +159,7 @@ func (a *API) authorize(h http.Handler) http.Handler {
 		got := bearer(r)
 		if subtle.ConstantTimeCompare([]byte(got), want) != 1 {
 			if auth.IsRunToken(got) {
-				writeJSON(w, http.StatusForbidden, errBody(domain.CodeForbidden, "a run token only gives access to its own run"))
+				WriteJSON(w, http.StatusForbidden, errBody(domain.CodeForbidden, "a run token only gives access to its own run"))
 				return
 			}
 			unauthorized(w, "missing or wrong bearer token")
@@ -198,7 +198,7 @@ func (a *API) authorizeRun(h http.Handler, allowed func(r *http.Request, run str
 			return
 		}
 		if allowed != nil && !allowed(r, run) {
-			writeJSON(w, http.StatusForbidden, errBody(domain.CodeForbidden, "this run token is for another run"))
+			WriteJSON(w, http.StatusForbidden, errBody(domain.CodeForbidden, "this run token is for another run"))
 			return
 		}
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), runScopeKey{}, run)))
@@ -237,11 +237,11 @@ func (a *API) issueRunToken(w http.ResponseWriter, r *http.Request) {
 		ttl = time.Duration(b.TTLSeconds) * time.Second
 	}
 	tok, exp := a.runTokens.Issue(run, ttl)
-	writeJSON(w, http.StatusCreated, map[string]string{"token": tok, "runId": run, "expiresAt": domain.FormatTime(exp)})
+	WriteJSON(w, http.StatusCreated, map[string]string{"token": tok, "runId": run, "expiresAt": domain.FormatTime(exp)})
 }
 
 func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 // readyz runs every check with a short deadline and answers 503 naming the
@@ -260,5 +260,5 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 		checks[c.Name] = "ok"
 	}
-	writeJSON(w, code, map[string]any{"status": status, "checks": checks})
+	WriteJSON(w, code, map[string]any{"status": status, "checks": checks})
 }

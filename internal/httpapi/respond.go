@@ -11,9 +11,9 @@ import (
 	"github.com/nvent/nvent/internal/domain"
 )
 
-// statusOf maps an error code to its HTTP status. This is the one place
-// where domain errors meet HTTP.
-func statusOf(code domain.Code) int {
+// StatusOf maps an error code to its HTTP status. This is the one place
+// where domain errors meet HTTP; every endpoint answers through WriteError.
+func StatusOf(code domain.Code) int {
 	switch code {
 	case domain.CodeInvalidInput:
 		return http.StatusBadRequest
@@ -41,24 +41,29 @@ type errorBody struct {
 	} `json:"error"`
 }
 
-// writeJSON writes v with status.
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// WriteJSON writes v with status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// writeError writes err as {"error":{"code","message"}} with the status its
-// code maps to. Internal errors are logged with their cause and shown to the
-// client only as "internal error".
-func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
+// WriteError writes err as {"error":{"code","message"}} with the status its
+// code maps to. Internal and unavailable errors are logged with their cause
+// and the request's correlation id; clients see only the public message
+// ("internal error" for the unforeseen).
+func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	code := domain.ErrorCode(err)
-	status := statusOf(code)
+	status := StatusOf(code)
 	if status >= 500 {
-		a.log.ErrorContext(r.Context(), "request failed", slog.String("method", r.Method), slog.String("path", r.URL.Path),
+		log.ErrorContext(r.Context(), "request failed", slog.String("method", r.Method), slog.String("path", r.URL.Path),
 			slog.String("correlation_id", domain.CorrelationID(r.Context())), slog.String("code", string(code)), slog.Any("error", err))
 	}
-	writeJSON(w, status, errBody(code, domain.PublicMessage(err)))
+	WriteJSON(w, status, errBody(code, domain.PublicMessage(err)))
+}
+
+func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	WriteError(w, r, a.log, err)
 }
 
 // decodeJSON reads r's body (at most the configured size) into v. Unknown

@@ -50,7 +50,7 @@ func (a *API) appendEvents(w http.ResponseWriter, r *http.Request) {
 	if len(res.Appended()) == 0 {
 		status = http.StatusOK
 	}
-	writeJSON(w, status, map[string]any{"events": res.Events})
+	WriteJSON(w, status, map[string]any{"events": res.Events})
 }
 
 // readEvents serves GET /v1/streams/{subject}/events?after=&before=&limit=&types=a,b&order=asc|desc.
@@ -78,7 +78,7 @@ func (a *API) readEvents(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"events": evs})
+	WriteJSON(w, http.StatusOK, map[string]any{"events": evs})
 }
 
 // intParam parses an optional non-negative integer query parameter.
@@ -113,7 +113,7 @@ func versionPrecondition(r *http.Request) (domain.SaveOptions, error) {
 
 func writeDocument(w http.ResponseWriter, status int, d domain.Document) {
 	w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(d.Version, 10)))
-	writeJSON(w, status, d)
+	WriteJSON(w, status, d)
 }
 
 // saveDocument stores the request body as the document: 201 when it
@@ -174,7 +174,7 @@ func (a *API) listDocuments(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, page)
+	WriteJSON(w, http.StatusOK, page)
 }
 
 // setKeyBody is the body of PUT /v1/kv/{key}.
@@ -202,7 +202,7 @@ func (a *API) setKey(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, e)
+	WriteJSON(w, http.StatusOK, e)
 }
 
 func (a *API) getKey(w http.ResponseWriter, r *http.Request) {
@@ -211,7 +211,7 @@ func (a *API) getKey(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, e)
+	WriteJSON(w, http.StatusOK, e)
 }
 
 func (a *API) deleteKey(w http.ResponseWriter, r *http.Request) {
@@ -244,5 +244,5 @@ func (a *API) incrKey(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, e)
+	WriteJSON(w, http.StatusOK, e)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/coder/websocket/wsjson"
 
 	"github.com/nvent/nvent/internal/domain"
+	"github.com/nvent/nvent/internal/httpapi"
 	"github.com/nvent/nvent/internal/stream"
 )
 
@@ -91,27 +92,11 @@ func NewEndpoints(h *Hub, store Reader, cfg Config, log *slog.Logger, c Counters
 	return &Endpoints{hub: h, store: store, cfg: cfg, log: log, counters: c, allow: allow, max: int64(maxConnections), closing: make(chan struct{})}
 }
 
-func writeError(w http.ResponseWriter, err error) {
-	code := domain.ErrorCode(err)
-	status := map[domain.Code]int{
-		domain.CodeInvalidInput: http.StatusBadRequest, domain.CodeNotFound: http.StatusNotFound,
-		domain.CodeTooLarge: http.StatusTooManyRequests, domain.CodeUnauthorized: http.StatusUnauthorized,
-		domain.CodeForbidden:   http.StatusForbidden,
-		domain.CodeUnavailable: http.StatusServiceUnavailable,
-	}[code]
-	if status == 0 {
-		status = http.StatusInternalServerError
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": string(code), "message": domain.PublicMessage(err)}})
-}
-
 // admit counts a new connection, refusing it past the limit.
 func (e *Endpoints) admit(kind string) error {
 	if e.open.Add(1) > e.max {
 		e.open.Add(-1)
-		return domain.Errorf(domain.CodeTooLarge, "this instance serves %d live connections at most; try again later", e.max)
+		return domain.Errorf(domain.CodeUnavailable, "this instance serves %d live connections at most; try again later or elsewhere", e.max)
 	}
 	e.counters.Connections(kind, 1)
 	return nil
@@ -129,12 +114,12 @@ func (e *Endpoints) leave(kind string) {
 func (e *Endpoints) SSE(w http.ResponseWriter, r *http.Request) {
 	flusher, ok := w.(http.Flusher)
 	if !ok {
-		writeError(w, errors.New("streaming unsupported"))
+		httpapi.WriteError(w, r, e.log, errors.New("streaming unsupported"))
 		return
 	}
 	t := target{topic: r.URL.Query().Get("topic")}
 	if t.topic == "" {
-		writeError(w, domain.Errorf(domain.CodeInvalidInput, "topic is required, such as topic=client:flow:RUNID or topic=store-sync:append:*"))
+		httpapi.WriteError(w, r, e.log, domain.Errorf(domain.CodeInvalidInput, "topic is required, such as topic=client:flow:RUNID or topic=store-sync:append:*"))
 		return
 	}
 	resume := r.Header.Get("Last-Event-ID")
@@ -144,17 +129,17 @@ func (e *Endpoints) SSE(w http.ResponseWriter, r *http.Request) {
 	if resume != "" {
 		n, err := strconv.ParseInt(resume, 10, 64)
 		if err != nil || n < 0 {
-			writeError(w, domain.Errorf(domain.CodeInvalidInput, "Last-Event-ID/after must be a seq, not %q", resume))
+			httpapi.WriteError(w, r, e.log, domain.Errorf(domain.CodeInvalidInput, "Last-Event-ID/after must be a seq, not %q", resume))
 			return
 		}
 		t.afterSeq = n
 	}
 	if err := e.allow(r, t.topic, t.runID); err != nil {
-		writeError(w, err)
+		httpapi.WriteError(w, r, e.log, err)
 		return
 	}
 	if err := e.admit("sse"); err != nil {
-		writeError(w, err)
+		httpapi.WriteError(w, r, e.log, err)
 		return
 	}
 	defer e.leave("sse")
@@ -282,7 +267,7 @@ const maxClientMessage = 4096
 // events after afterSeq, from the store), subscribed, event, pong and error.
 func (e *Endpoints) WS(w http.ResponseWriter, r *http.Request) {
 	if err := e.admit("ws"); err != nil {
-		writeError(w, err)
+		httpapi.WriteError(w, r, e.log, err)
 		return
 	}
 	defer e.leave("ws")
