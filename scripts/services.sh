@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Makes sure the services the tests need are up: PostgreSQL (with a `test`
-# database) and Redis, on the addresses NVENT_TEST_POSTGRES_URL and
+# Makes sure what the tests need is there: PostgreSQL (with a `test`
+# database) and Redis up, and Chromium installed (for the browser test);
+# the services on the addresses NVENT_TEST_POSTGRES_URL and
 # NVENT_TEST_REDIS_URL name (defaults: 127.0.0.1:5432 and :6379).
 # It starts a local service that is installed but stopped, or uses
 # `docker compose up -d` where a Docker engine runs; otherwise it fails and
@@ -77,5 +78,20 @@ ensure_redis() {
 	say "Redis is up on $REDIS_HOST:$REDIS_PORT"
 }
 
+# The dashboard's browser test drives Debian's Chromium.
+ensure_chromium() {
+	if [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1; then
+		return 0
+	fi
+	if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+		say "installing chromium for the browser test"
+		(apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1) ||
+			say "chromium could not be installed; the browser test will fail and say so"
+	else
+		say "chromium is missing (apt-get install chromium); the browser test will fail and say so"
+	fi
+}
+
 ensure_postgres
 ensure_redis
+ensure_chromium
