@@ -62,6 +62,7 @@ func newRoot(env Env) *cobra.Command {
 		configCmd(load, env),
 		tailCmd(load, env),
 		healthCmd(),
+		benchCmd(load, env),
 	)
 	return root
 }
