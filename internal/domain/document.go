@@ -101,3 +101,26 @@ func CheckVersion(collection, id string, current int64, opts SaveOptions) error 
 	}
 	return Errorf(CodeConflict, "document %s/%s is at version %d; expected version %d", collection, id, current, *opts.ExpectedVersion)
 }
+
+// PageOf makes the page of docs read with one more than limit in id order:
+// the extra one, when there, only says that another page follows. Items is
+// never nil.
+func PageOf(docs []Document, limit int) DocumentPage {
+	page := DocumentPage{Items: docs}
+	if len(docs) > limit {
+		page.Items = docs[:limit]
+		page.Next = page.Items[limit-1].ID
+	}
+	if page.Items == nil {
+		page.Items = []Document{}
+	}
+	return page
+}
+
+// ValidateDocumentKey checks a document's collection and id.
+func ValidateDocumentKey(collection, id string) error {
+	if err := ValidateCollection(collection); err != nil {
+		return err
+	}
+	return ValidateDocumentID(id)
+}

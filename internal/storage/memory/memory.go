@@ -165,7 +165,7 @@ func (s *Store) SaveDocument(ctx context.Context, collection, id string, data js
 
 // GetDocument implements storage.Store.
 func (s *Store) GetDocument(ctx context.Context, collection, id string) (domain.Document, error) {
-	if err := validateDocKey(collection, id); err != nil {
+	if err := domain.ValidateDocumentKey(collection, id); err != nil {
 		return domain.Document{}, err
 	}
 	if err := s.lock(); err != nil {
@@ -181,7 +181,7 @@ func (s *Store) GetDocument(ctx context.Context, collection, id string) (domain.
 
 // DeleteDocument implements storage.Store.
 func (s *Store) DeleteDocument(ctx context.Context, collection, id string, opts domain.SaveOptions) error {
-	if err := validateDocKey(collection, id); err != nil {
+	if err := domain.ValidateDocumentKey(collection, id); err != nil {
 		return err
 	}
 	if err := s.lock(); err != nil {
@@ -219,22 +219,7 @@ func (s *Store) ListDocuments(ctx context.Context, collection string, opts domai
 	}
 	s.mu.Unlock()
 	sort.Slice(all, func(i, j int) bool { return all[i].ID < all[j].ID })
-	page := domain.DocumentPage{Items: all}
-	if len(all) > opts.Limit {
-		page.Items = all[:opts.Limit]
-		page.Next = page.Items[opts.Limit-1].ID
-	}
-	if page.Items == nil {
-		page.Items = []domain.Document{}
-	}
-	return page, nil
-}
-
-func validateDocKey(collection, id string) error {
-	if err := domain.ValidateCollection(collection); err != nil {
-		return err
-	}
-	return domain.ValidateDocumentID(id)
+	return domain.PageOf(all, opts.Limit), nil
 }
 
 // liveKey returns the unexpired entry under key, dropping an expired one.

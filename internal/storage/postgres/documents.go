@@ -153,7 +153,7 @@ func (s *Store) version(ctx context.Context, collection, id string) (int64, erro
 
 // GetDocument returns a document or a not-found error.
 func (s *Store) GetDocument(ctx context.Context, collection, id string) (domain.Document, error) {
-	if err := validateDocument(collection, id); err != nil {
+	if err := domain.ValidateDocumentKey(collection, id); err != nil {
 		return domain.Document{}, err
 	}
 	doc := domain.Document{Collection: collection, ID: id}
@@ -174,7 +174,7 @@ func (s *Store) GetDocument(ctx context.Context, collection, id string) (domain.
 // statement: not found if absent, a conflict if opts.ExpectedVersion does
 // not match (checked in the deleting statement), and then no change.
 func (s *Store) DeleteDocument(ctx context.Context, collection, id string, opts domain.SaveOptions) error {
-	if err := validateDocument(collection, id); err != nil {
+	if err := domain.ValidateDocumentKey(collection, id); err != nil {
 		return err
 	}
 	tag, err := s.pool.Exec(ctx, deleteDocument, collection, id, opts.ExpectedVersion, domain.NewID(), domain.Now(),
@@ -225,22 +225,7 @@ func (s *Store) ListDocuments(ctx context.Context, collection string, opts domai
 	if err != nil {
 		return domain.DocumentPage{}, wrapErr(err, "listing collection "+collection)
 	}
-	page := domain.DocumentPage{Items: docs}
-	if len(docs) > opts.Limit {
-		page.Items = docs[:opts.Limit]
-		page.Next = page.Items[opts.Limit-1].ID
-	}
-	if page.Items == nil {
-		page.Items = []domain.Document{}
-	}
-	return page, nil
-}
-
-func validateDocument(collection, id string) error {
-	if err := domain.ValidateCollection(collection); err != nil {
-		return err
-	}
-	return domain.ValidateDocumentID(id)
+	return domain.PageOf(docs, opts.Limit), nil
 }
 
 func notFound(collection, id string) error {

@@ -57,7 +57,7 @@ func (s *Store) SaveDocument(ctx context.Context, collection, id string, data js
 
 // GetDocument implements storage.Store.
 func (s *Store) GetDocument(ctx context.Context, collection, id string) (domain.Document, error) {
-	if err := validateDocKey(collection, id); err != nil {
+	if err := domain.ValidateDocumentKey(collection, id); err != nil {
 		return domain.Document{}, err
 	}
 	rows, err := s.reader.QueryContext(ctx, `SELECT id, version, data, created_at, updated_at FROM documents
@@ -79,7 +79,7 @@ func (s *Store) GetDocument(ctx context.Context, collection, id string) (domain.
 // and its delete change happen in one write transaction. It signals
 // Committed.
 func (s *Store) DeleteDocument(ctx context.Context, collection, id string, opts domain.SaveOptions) error {
-	if err := validateDocKey(collection, id); err != nil {
+	if err := domain.ValidateDocumentKey(collection, id); err != nil {
 		return err
 	}
 	err := s.writeTx(ctx, "deleting a document", func(tx *sql.Tx) error {
@@ -127,12 +127,7 @@ func (s *Store) ListDocuments(ctx context.Context, collection string, opts domai
 	if err != nil {
 		return domain.DocumentPage{}, s.fail(ctx, "listing documents", err)
 	}
-	page := domain.DocumentPage{Items: docs}
-	if len(docs) > opts.Limit {
-		page.Items = docs[:opts.Limit]
-		page.Next = page.Items[opts.Limit-1].ID
-	}
-	return page, nil
+	return domain.PageOf(docs, opts.Limit), nil
 }
 
 // scanDocuments reads rows of (id, version, data, created_at, updated_at)
@@ -151,11 +146,4 @@ func scanDocuments(rows *sql.Rows, collection string) ([]domain.Document, error)
 		out = append(out, d)
 	}
 	return out, rows.Err()
-}
-
-func validateDocKey(collection, id string) error {
-	if err := domain.ValidateCollection(collection); err != nil {
-		return err
-	}
-	return domain.ValidateDocumentID(id)
 }
