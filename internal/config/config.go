@@ -32,15 +32,19 @@ type Config struct {
 	// ShutdownTimeout bounds a graceful stop.
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
 
-	Store               string `koanf:"store"` // memory | sqlite | postgres
+	Store               string `koanf:"store"` // memory | sqlite | postgres | redis
 	SQLitePath          string `koanf:"sqlite_path"`
 	PostgresURL         string `koanf:"postgres_url"`
 	PostgresSchema      string `koanf:"postgres_schema"`
 	PostgresAutomigrate bool   `koanf:"postgres_automigrate"`
 	PostgresMaxConns    int32  `koanf:"postgres_max_conns"`
 
-	Stream   string `koanf:"stream"` // memory | redis
+	Stream   string `koanf:"stream"` // memory | redis | nats | amqp | postgres
 	RedisURL string `koanf:"redis_url"`
+	// NATSURL is the NATS server (with JetStream) of the nats stream.
+	NATSURL string `koanf:"nats_url"`
+	// AMQPURL is the RabbitMQ (AMQP 0-9-1) broker of the amqp stream.
+	AMQPURL string `koanf:"amqp_url"`
 	// StreamPrefix namespaces the physical streams (Redis keys); instances
 	// that should see each other share it.
 	StreamPrefix string `koanf:"stream_prefix"`
@@ -174,12 +178,16 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf(format, args...))
 		}
 	}
-	check(slices.Contains([]string{"memory", "sqlite", "postgres"}, c.Store), "store must be memory, sqlite or postgres, not %q", c.Store)
+	check(slices.Contains([]string{"memory", "sqlite", "postgres", "redis"}, c.Store), "store must be memory, sqlite, postgres or redis, not %q", c.Store)
+	check(c.Store != "redis" || c.RedisURL != "", "store redis needs redis_url (NVENT_REDIS_URL)")
 	check(c.Store != "sqlite" || c.SQLitePath != "", "store sqlite needs sqlite_path (NVENT_SQLITE_PATH)")
 	check(c.Store != "postgres" || c.PostgresURL != "", "store postgres needs postgres_url (NVENT_POSTGRES_URL)")
 	check(c.PostgresMaxConns > 0, "postgres_max_conns must be positive")
-	check(slices.Contains([]string{"memory", "redis"}, c.Stream), "stream must be memory or redis, not %q", c.Stream)
+	check(slices.Contains([]string{"memory", "redis", "nats", "amqp", "postgres"}, c.Stream), "stream must be memory, redis, nats, amqp or postgres, not %q", c.Stream)
 	check(c.Stream != "redis" || c.RedisURL != "", "stream redis needs redis_url (NVENT_REDIS_URL)")
+	check(c.Stream != "nats" || c.NATSURL != "", "stream nats needs nats_url (NVENT_NATS_URL)")
+	check(c.Stream != "amqp" || c.AMQPURL != "", "stream amqp needs amqp_url (NVENT_AMQP_URL)")
+	check(c.Stream != "postgres" || c.PostgresURL != "", "stream postgres needs postgres_url (NVENT_POSTGRES_URL)")
 	check(slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel), "log_level must be debug, info, warn or error, not %q", c.LogLevel)
 	check(slices.Contains([]string{"text", "json"}, c.LogFormat), "log_format must be text or json, not %q", c.LogFormat)
 	check(c.MaxBodyBytes > 0, "max_body_bytes must be positive")

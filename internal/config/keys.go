@@ -39,7 +39,7 @@ func toMap(c Config) map[string]any {
 }
 
 // secretKeys name the options whose values Redacted hides.
-var secretKeys = []string{"auth_token", "postgres_url", "redis_url", "webhook_url"}
+var secretKeys = []string{"amqp_url", "auth_token", "nats_url", "postgres_url", "redis_url", "webhook_url"}
 
 // Redacted returns the configuration as key → printable value with secrets
 // hidden: tokens entirely, passwords inside URLs.

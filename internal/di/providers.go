@@ -174,10 +174,14 @@ func provideWatermillLogger(log *slog.Logger) watermill.LoggerAdapter {
 // provideStream builds the configured stream backend.
 func provideStream(cfg config.Config, wlog watermill.LoggerAdapter) (*stream.Stream, func(), error) {
 	s, err := stream.New(stream.Config{
-		Backend:    cfg.Stream,
-		RedisURL:   cfg.RedisURL,
-		KeyPrefix:  cfg.StreamPrefix,
-		InstanceID: cfg.InstanceID,
+		Backend:        cfg.Stream,
+		RedisURL:       cfg.RedisURL,
+		NATSURL:        cfg.NATSURL,
+		AMQPURL:        cfg.AMQPURL,
+		PostgresURL:    cfg.PostgresURL,
+		PostgresSchema: cfg.PostgresSchema,
+		KeyPrefix:      cfg.StreamPrefix,
+		InstanceID:     cfg.InstanceID,
 	}, wlog)
 	if err != nil {
 		return nil, nil, fmt.Errorf("error creating stream: %w", err)

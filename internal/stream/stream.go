@@ -14,6 +14,13 @@ import (
 const (
 	BackendMemory = "memory"
 	BackendRedis  = "redis"
+	// BackendNATS is NATS JetStream (watermill-nats); needs NATSURL.
+	BackendNATS = "nats"
+	// BackendAMQP is RabbitMQ over AMQP 0-9-1 (watermill-amqp); needs AMQPURL.
+	BackendAMQP = "amqp"
+	// BackendPostgres keeps the stream in Postgres tables (watermill-sql);
+	// needs PostgresURL.
+	BackendPostgres = "postgres"
 )
 
 // Config is everything needed to build the stream layer of one process.
@@ -22,6 +29,14 @@ type Config struct {
 	Backend string
 	// RedisURL is required for BackendRedis, e.g. redis://127.0.0.1:6379/0.
 	RedisURL string
+	// NATSURL is required for BackendNATS, e.g. nats://127.0.0.1:4222.
+	NATSURL string
+	// AMQPURL is required for BackendAMQP, e.g. amqp://guest:guest@127.0.0.1:5672/.
+	AMQPURL string
+	// PostgresURL is required for BackendPostgres; PostgresSchema (default
+	// "public") holds its tables.
+	PostgresURL    string
+	PostgresSchema string
 	// KeyPrefix namespaces the physical streams. Default DefaultKeyPrefix.
 	KeyPrefix string
 	// Channels, MaxLen and DefaultMaxLen: see Layout.
