@@ -152,6 +152,15 @@ type source interface {
 	lag(ctx context.Context) (int64, time.Duration, error)
 }
 
+// flusher is a bus whose handlers may queue their output until Flush
+// (bus.Bus).
+type flusher interface {
+	Flush(ctx context.Context) error
+}
+
+// lagInterval is how often pump measures the relay's lag.
+const lagInterval = time.Second
+
 // pump relays every source until ctx ends or something fails, calling wait
 // whenever it has caught up.
 func (c *core) pump(ctx context.Context, sources []source, wait func(context.Context) error) error {
@@ -160,6 +169,7 @@ func (c *core) pump(ctx context.Context, sources []source, wait func(context.Con
 			return err
 		}
 	}
+	var lagAt time.Time
 	for {
 		full := false
 		for _, s := range sources {
@@ -175,7 +185,12 @@ func (c *core) pump(ctx context.Context, sources []source, wait func(context.Con
 			}
 			full = full || n == c.cfg.BatchSize
 		}
-		c.reportLag(ctx, sources)
+		// The lag costs a query per source: measure it at most once per
+		// lagInterval, not after every batch.
+		if time.Since(lagAt) >= lagInterval {
+			c.reportLag(ctx, sources)
+			lagAt = time.Now()
+		}
 		if full {
 			continue
 		}
@@ -194,6 +209,13 @@ func (c *core) relayBatch(ctx context.Context, s source) (int, error) {
 	}
 	if err := c.bus.Publish(bus.Topic, msgs...); err != nil {
 		return 0, fmt.Errorf("error publishing %d %s on the bus: %w", len(msgs), s.name(), err)
+	}
+	// Handlers that batch their stream writes (the stream coordinator)
+	// acknowledged the messages before writing them: make them write now.
+	if f, ok := c.bus.(flusher); ok {
+		if err := f.Flush(ctx); err != nil {
+			return 0, fmt.Errorf("error flushing %d %s to the stream: %w", len(msgs), s.name(), err)
+		}
 	}
 	// Once the router is closing, the bus lets Publish return without every
 	// handler having acknowledged: the batch counts as not delivered and is

@@ -347,8 +347,8 @@ func TestNotifyWakesTheRelayWithoutPolling(t *testing.T) {
 	e.append(t, "orders:1", "a")
 	in.expect(t, 1, 5*time.Second) // well under the one-minute poll
 
-	// A writer under another search_path, naming the table with its schema,
-	// wakes it too.
+	// A writer of its own (not nvent's store) wakes it with a NOTIFY naming
+	// the schema after its commit, as README documents.
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, e.url)
 	if err != nil {
@@ -357,6 +357,10 @@ func TestNotifyWakesTheRelayWithoutPolling(t *testing.T) {
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, fmt.Sprintf(`INSERT INTO %s.events (subject, seq, id, type, data, ts) VALUES ('other', 1, 'qualified-1', 'x', 'null', now())`,
 		pgx.Identifier{e.schema}.Sanitize())); err != nil {
+		t.Fatal(err)
+	}
+	in.expectNothing(t, 200*time.Millisecond, "an outside insert without NOTIFY waits for the poll")
+	if _, err := conn.Exec(ctx, `SELECT pg_notify('nvent_relay', $1)`, e.schema); err != nil {
 		t.Fatal(err)
 	}
 	if got := in.expect(t, 1, 5*time.Second); got[0].ID != "qualified-1" {

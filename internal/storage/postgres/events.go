@@ -80,18 +80,20 @@ SELECT (SELECT prev FROM stream), COALESCE((SELECT last_seq FROM streams WHERE s
 
 // Append stores events at the end of subject, atomically.
 //
-// It first reads which ids of the batch the subject holds (returning them
-// and writing nothing when it holds them all), then sends one pipelined
-// READ COMMITTED transaction: lockSubject, the append statement, COMMIT.
-// Nothing waits on the client while the lock is held. Appends of a subject
-// run one at a time from the lock to the commit, each moving last_seq and
-// inserting its events in one statement that sees every earlier append, so
-// seqs have no gaps, and an append that fails or conflicts consumes none.
+// It sends one pipelined READ COMMITTED transaction: lockSubject, the
+// append statement, COMMIT. Nothing waits on the client while the lock is
+// held. Appends of a subject run one at a time from the lock to the commit,
+// each moving last_seq and inserting its events in one statement that sees
+// every earlier append, so seqs have no gaps, and an append that fails or
+// conflicts consumes none.
 //
-// The unique (subject, id) constraint is what guarantees idempotency: an id
-// stored by another append after the first read fails the statement, and
-// Append reads again and retries without it. Every retry finds at least one
-// more stored id, so there are at most len(events) of them.
+// Idempotency costs nothing on the way that succeeds: the unique (subject,
+// id) constraint fails the statement when the subject already holds one of
+// the ids. Only then does Append read which ids are stored (returning them
+// and writing nothing when it holds them all) and retry without them. Every
+// retry finds at least one more stored id, so there are at most
+// len(events) of them. An expected seq that does not match is, likewise,
+// told apart from a retry of an append that succeeded by reading the ids.
 func (s *Store) Append(ctx context.Context, subject string, in []domain.NewEvent, opts domain.AppendOptions) (domain.AppendResult, error) {
 	events, err := domain.PrepareAppend(subject, in)
 	if err != nil {
@@ -101,28 +103,33 @@ func (s *Store) Append(ctx context.Context, subject string, in []domain.NewEvent
 	for i, e := range events {
 		ids[i] = e.ID
 	}
+	stored := map[string]domain.Event{}
 	for range len(events) + 1 {
-		stored, current, err := s.findStored(ctx, subject, ids)
-		if err != nil {
-			return domain.AppendResult{}, wrapErr(err, "appending to "+subject)
-		}
-		if len(stored) == len(events) {
-			return appendResult(events, stored, current), nil
-		}
 		res, seqAtLock, err := s.appendNew(ctx, subject, events, stored, opts)
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "events_subject_id_key" {
-			continue // another append stored one of the ids meanwhile
+			// The subject holds one of the ids: a retry, or another append
+			// of the same id.
+			var current int64
+			stored, current, err = s.findStored(ctx, subject, ids)
+			if err != nil {
+				return domain.AppendResult{}, wrapErr(err, "appending to "+subject)
+			}
+			if len(stored) == len(events) {
+				return appendResult(events, stored, current), nil
+			}
+			continue
 		}
 		if err != nil {
 			return domain.AppendResult{}, wrapErr(err, "appending to "+subject)
 		}
 		if res != nil {
+			s.wake.committed()
 			return *res, nil
 		}
 		// The expected seq did not match. If the ids were all stored by
 		// then, this is a retry of a successful append, not a conflict.
-		stored, current, err = s.findStored(ctx, subject, ids)
+		stored, current, err := s.findStored(ctx, subject, ids)
 		if err != nil {
 			return domain.AppendResult{}, wrapErr(err, "appending to "+subject)
 		}

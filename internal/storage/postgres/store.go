@@ -41,6 +41,8 @@ type Store struct {
 	pool *pgxpool.Pool
 	// ownsPool is set by Open: Close then closes the pool.
 	ownsPool bool
+	// wake tells the relay that a write committed.
+	wake *notifier
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -49,7 +51,7 @@ var _ storage.Store = (*Store)(nil)
 // schema (see NewPool and Migrator). The Store borrows the pool: Close
 // leaves it open for its owner to close.
 func New(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool}
+	return &Store{pool: pool, wake: &notifier{pool: pool}}
 }
 
 // Open creates a pool for cfg, applies pending migrations when
@@ -67,7 +69,8 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, func(),
 			return nil, nil, err
 		}
 	}
-	s := &Store{pool: pool, ownsPool: true}
+	s := New(pool)
+	s.ownsPool = true
 	return s, func() { _ = s.Close() }, nil
 }
 
