@@ -277,7 +277,11 @@ func (r *runner) inProcess(ctx context.Context, pgcfg postgres.Config, st *strea
 	}
 	r.onCleanup(func() { _ = pub.Close() })
 	// The channels `nvent serve` has on by default.
-	coord := handlers.NewStreamCoordinator(handlers.Channels{StoreSync: true, FlowEvents: true}, b, pub)
+	// The coordinator writes through a Batch flushed by the relay, as in
+	// `nvent serve` (internal/di provideCoordinator).
+	batch := stream.NewBatch(pub, 0)
+	b.AddFlusher(batch)
+	coord := handlers.NewStreamCoordinator(handlers.Channels{StoreSync: true, FlowEvents: true}, b, batch)
 	rt, err := router.New(router.Config{}, pub, []router.Wiring{coord}, log, life)
 	if err != nil {
 		return nil, err

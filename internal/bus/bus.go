@@ -12,8 +12,11 @@
 package bus
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -88,14 +91,52 @@ func Decode(msg *message.Message) (Change, error) {
 	return c, nil
 }
 
-// Bus is the in-process Pub/Sub.
-type Bus = gochannel.GoChannel
+// Bus is the in-process Pub/Sub: a GoChannel, plus the Flushers of the
+// handlers that acknowledge a message before their output is durable.
+//
+// A producer that must know that its messages went all the way (the relay,
+// before it checkpoints) calls Flush after Publish returned: Publish alone
+// means that every handler acknowledged every message; Flush then means
+// that what the handlers queued is stored too.
+type Bus struct {
+	*gochannel.GoChannel
+
+	mu       sync.Mutex
+	flushers []Flusher
+}
+
+// Flusher is a handler's stage that queues its output and makes it
+// durable on Flush (stream.Batch).
+type Flusher interface {
+	Flush(ctx context.Context) error
+}
 
 // New returns a bus and a cleanup that closes it.
 func New(logger watermill.LoggerAdapter) (*Bus, func(), error) {
-	b := gochannel.NewGoChannel(gochannel.Config{
+	b := &Bus{GoChannel: gochannel.NewGoChannel(gochannel.Config{
 		OutputChannelBuffer:            256,
 		BlockPublishUntilSubscriberAck: true,
-	}, logger)
+	}, logger)}
 	return b, func() { _ = b.Close() }, nil
+}
+
+// AddFlusher makes Flush flush f too.
+func (b *Bus) AddFlusher(f Flusher) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.flushers = append(b.flushers, f)
+}
+
+// Flush flushes every Flusher, in the order they were added, and returns
+// the first error.
+func (b *Bus) Flush(ctx context.Context) error {
+	b.mu.Lock()
+	fs := slices.Clone(b.flushers)
+	b.mu.Unlock()
+	for _, f := range fs {
+		if err := f.Flush(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -74,6 +74,15 @@ func (s *Store) Run(ctx context.Context) error {
 		case msgs := <-s.queue:
 			if err := s.pub.Publish(bus.Topic, msgs...); err != nil {
 				s.log.Error("changes committed but not published", slog.Int("count", len(msgs)), slog.Any("error", err))
+				continue
+			}
+			// Handlers that batch their stream writes acknowledged the
+			// messages before writing them: make them write now, while
+			// the queue gives the next writes time to gather.
+			if f, ok := s.pub.(interface{ Flush(context.Context) error }); ok {
+				if err := f.Flush(ctx); err != nil {
+					s.log.Error("changes committed but not written to the stream", slog.Int("count", len(msgs)), slog.Any("error", err))
+				}
 			}
 		}
 	}

@@ -7,6 +7,7 @@
 package handlers
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -27,7 +28,7 @@ type Channels struct {
 }
 
 // StreamCoordinator is the wiring that routes every store change from the
-// bus to the stream, as three handlers, one per enabled channel:
+// bus to the stream, on each enabled channel:
 //
 //   - store-sync: every change → store-sync:append:{subject},
 //     store-sync:save:{collection}:{id}, store-sync:delete:{collection}:{id},
@@ -39,13 +40,16 @@ type Channels struct {
 // The change's correlation id travels on as the stream message's metadata
 // (bus.MetadataCorrelationID).
 //
-// A handler acknowledges a bus message only after the stream acknowledged
-// its publish. A publish that fails is an unavailable stream: the router
-// retries the message until the stream takes it (so the relay, whose bus
-// publish waits for that, stops and resumes without losing anything); a
-// message that cannot be published at all (an invalid topic) is poison.
-// Each stream message's event id is the change id, for deduplication
-// downstream.
+// The handler acknowledges a bus message once its publishes returned. Given
+// a plain stream.Publisher, that is after the stream stored them; given a
+// stream.Batch (as `nvent serve` does), after they were queued, and the
+// producer of the bus messages makes them durable with bus.Flush before it
+// counts them as delivered (the relay checkpoints only then). A publish
+// that fails is an unavailable stream: the router retries the message until
+// the stream takes it (so the relay, whose bus publish waits for that,
+// stops and resumes without losing anything); a message that cannot be
+// published at all (an invalid topic) is poison. Each stream message's
+// event id is the change id, for deduplication downstream.
 type StreamCoordinator struct {
 	channels  Channels
 	bus       message.Subscriber
@@ -66,22 +70,34 @@ func NewStreamCoordinator(ch Channels, busSub message.Subscriber, pub message.Pu
 // Name implements router.Wiring.
 func (c *StreamCoordinator) Name() string { return "stream-coordinator" }
 
-// Register implements router.Wiring: it adds one handler per enabled channel.
+// Register implements router.Wiring: it adds one handler, "stream-coordinator",
+// that routes each change to every enabled channel, and none when every
+// channel is off. One handler rather than one per channel: the change is
+// decoded once, and the bus starts one goroutine per message, not three.
 func (c *StreamCoordinator) Register(r *message.Router) error {
-	for _, h := range []struct {
-		on   bool
-		name string
-		fn   func(bus.Change) []outgoing
+	var routes []route
+	for _, rt := range []struct {
+		on bool
+		route
 	}{
-		{c.channels.StoreSync, "store-sync", storeSyncMessages},
-		{c.channels.FlowEvents, "flow-events", flowEventMessages},
-		{c.channels.ClientMessages, "client-messages", clientMessages},
+		{c.channels.StoreSync, route{"store-sync", storeSyncMessages}},
+		{c.channels.FlowEvents, route{"flow-events", flowEventMessages}},
+		{c.channels.ClientMessages, route{"client-messages", clientMessages}},
 	} {
-		if h.on {
-			r.AddConsumerHandler(h.name, bus.Topic, c.bus, c.route(h.name, h.fn))
+		if rt.on {
+			routes = append(routes, rt.route)
 		}
 	}
+	if len(routes) > 0 {
+		r.AddConsumerHandler(c.Name(), bus.Topic, c.bus, c.handle(routes))
+	}
 	return nil
+}
+
+// route makes a channel's stream messages out of a change.
+type route struct {
+	channel string
+	fn      func(bus.Change) []outgoing
 }
 
 // outgoing is one stream message to publish.
@@ -90,31 +106,58 @@ type outgoing struct {
 	msg   stream.Message
 }
 
-// route decodes a change and publishes what fn makes of it.
-func (c *StreamCoordinator) route(channel string, fn func(bus.Change) []outgoing) message.NoPublishHandlerFunc {
+// handle decodes a change and publishes what each route makes of it. A
+// message whose topic is invalid cannot be published at all: the others are
+// published, then the change is reported as poison.
+func (c *StreamCoordinator) handle(routes []route) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
 		ch, err := bus.Decode(msg)
 		if err != nil {
 			return err
 		}
-		for _, o := range fn(ch) {
-			if err := stream.ValidateTopic(o.topic); err != nil {
-				return err // this message cannot be published: poison
-			}
-			out := stream.NewWatermillMessage(o.msg)
-			if id := msg.Metadata.Get(bus.MetadataCorrelationID); id != "" {
-				out.Metadata.Set(bus.MetadataCorrelationID, id)
-			}
-			err := c.stream.Publish(o.topic, out)
-			c.published(channel, err)
-			if err != nil {
-				// The stream, not the message, is at fault: the message
-				// is retried until the stream takes it, never set aside.
-				return domain.Wrap(domain.CodeUnavailable, err, fmt.Sprintf("error publishing %s on %s", o.msg.EventID, o.topic))
+		var invalid error
+		for _, rt := range routes {
+			for _, o := range rt.fn(ch) {
+				if err := stream.ValidateTopic(o.topic); err != nil {
+					invalid = cmp.Or(invalid, err)
+					continue
+				}
+				out := stream.NewWatermillMessage(o.msg)
+				if id := msg.Metadata.Get(bus.MetadataCorrelationID); id != "" {
+					out.Metadata.Set(bus.MetadataCorrelationID, id)
+				}
+				err := c.stream.Publish(o.topic, out)
+				c.published(rt.channel, err)
+				if err != nil {
+					// The stream, not the message, is at fault: the message
+					// is retried until the stream takes it, never set aside.
+					return domain.Wrap(domain.CodeUnavailable, err, fmt.Sprintf("error publishing %s on %s", o.msg.EventID, o.topic))
+				}
 			}
 		}
-		return nil
+		return invalid
 	}
+}
+
+// withEvent renders {"event":E,k1:v1,…} for the string fields kv (key,
+// value, key, value, …), which must come in key order after "event" — the
+// bytes json.Marshal gives for the same map, without marshalling the event
+// twice (encoding/json re-validates and compacts a MarshalJSON's output).
+func withEvent(e *domain.Event, kv ...string) json.RawMessage {
+	ev, err := e.MarshalJSON()
+	if err != nil {
+		panic(fmt.Sprintf("handlers: encoding event %s: %v", e.ID, err)) // only our own types are encoded
+	}
+	b := make([]byte, 0, len(ev)+64)
+	b = append(b, `{"event":`...)
+	b = append(b, ev...)
+	for i := 0; i+1 < len(kv); i += 2 {
+		b = append(b, ',')
+		b = append(b, mustJSON(kv[i])...)
+		b = append(b, ':')
+		b = append(b, mustJSON(kv[i+1])...)
+	}
+	return append(b, '}')
 }
 
 func mustJSON(v any) json.RawMessage {
@@ -131,7 +174,7 @@ func storeSyncMessages(c bus.Change) []outgoing {
 	switch c.Kind {
 	case bus.KindAppend:
 		base.Type = "store.append"
-		base.Data = mustJSON(map[string]any{"subject": c.Event.Subject, "event": c.Event})
+		base.Data = withEvent(c.Event, "subject", c.Event.Subject)
 		return []outgoing{{"store-sync:append:" + c.Event.Subject, base}}
 	case bus.KindSave:
 		base.Type = "store.save"
@@ -175,12 +218,12 @@ func flowEventMessages(c bus.Change) []outgoing {
 	case e.Type == TriggerType && e.FlowName != "":
 		return []outgoing{{"flow:trigger:" + e.FlowName, stream.Message{
 			Type: e.Type, EventID: c.ID, Timestamp: c.At,
-			Data: mustJSON(map[string]any{"flowName": e.FlowName, "runId": e.RunID, "event": e}),
+			Data: withEvent(e, "flowName", e.FlowName, "runId", e.RunID),
 		}}}
 	case e.RunID != "" && IsFlowLifecycle(e.Type):
 		return []outgoing{{"flow:event:" + e.RunID, stream.Message{
 			Type: e.Type, EventID: c.ID, Timestamp: c.At,
-			Data: mustJSON(map[string]any{"runId": e.RunID, "event": e}),
+			Data: withEvent(e, "runId", e.RunID),
 		}}}
 	}
 	return nil
@@ -194,6 +237,6 @@ func clientMessages(c bus.Change) []outgoing {
 	}
 	return []outgoing{{"client:flow:" + c.Event.RunID, stream.Message{
 		Type: "flow.event", EventID: c.ID, Timestamp: c.At,
-		Data: mustJSON(map[string]any{"runId": c.Event.RunID, "event": c.Event}),
+		Data: withEvent(c.Event, "runId", c.Event.RunID),
 	}}}
 }

@@ -250,3 +250,26 @@ func TestDisabledChannelsPublishNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestWithEventMatchesMapEncoding: the hand-built message data is the bytes
+// json.Marshal gives for the same map.
+func TestWithEventMatchesMapEncoding(t *testing.T) {
+	e := &domain.Event{ID: "e<1>", Subject: "nq:flow:r&1", Seq: 3, Type: "step.completed", RunID: "r&1", FlowName: "bill\"ing",
+		Data: json.RawMessage(`{"a": [1, "<b>"]}`), TS: time.Date(2026, 11, 28, 1, 2, 3, 4_000_000, time.UTC)}
+	for _, tc := range []struct {
+		kv   []string
+		want map[string]any
+	}{
+		{[]string{"subject", e.Subject}, map[string]any{"subject": e.Subject, "event": e}},
+		{[]string{"runId", e.RunID}, map[string]any{"runId": e.RunID, "event": e}},
+		{[]string{"flowName", e.FlowName, "runId", e.RunID}, map[string]any{"flowName": e.FlowName, "runId": e.RunID, "event": e}},
+	} {
+		want, err := json.Marshal(tc.want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := handlers.WithEvent(e, tc.kv...); string(got) != string(want) {
+			t.Errorf("got  %s\nwant %s", got, want)
+		}
+	}
+}

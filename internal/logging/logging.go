@@ -32,11 +32,45 @@ func New(cfg config.Config, w io.Writer) *slog.Logger {
 // started, a router closed) become Debug, and its errors that are only a
 // canceled context (a subscription ended by shutdown) become Debug too, so
 // that a normal start and stop logs nothing alarming.
+//
+// Trace, Debug and Info lines return before building anything when log does
+// not log at Debug: Watermill logs a Trace line per message handled, and its
+// slog adapter turns the fields into attributes before slog checks the level.
 func Watermill(log *slog.Logger) watermill.LoggerAdapter {
-	return quietCancel{watermill.NewSlogLoggerWithLevelMapping(log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})}
+	return quietCancel{
+		LoggerAdapter: watermill.NewSlogLoggerWithLevelMapping(log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug}),
+		log:           log,
+	}
 }
 
-type quietCancel struct{ watermill.LoggerAdapter }
+type quietCancel struct {
+	watermill.LoggerAdapter
+	log *slog.Logger
+}
+
+// verbose reports whether lines below Info (Watermill's Trace is Debug-4)
+// at level l are logged at all.
+func (q quietCancel) verbose(l slog.Level) bool {
+	return q.log.Enabled(context.Background(), l)
+}
+
+func (q quietCancel) Trace(msg string, fields watermill.LogFields) {
+	if q.verbose(watermill.LevelTrace) {
+		q.LoggerAdapter.Trace(msg, fields)
+	}
+}
+
+func (q quietCancel) Debug(msg string, fields watermill.LogFields) {
+	if q.verbose(slog.LevelDebug) {
+		q.LoggerAdapter.Debug(msg, fields)
+	}
+}
+
+func (q quietCancel) Info(msg string, fields watermill.LogFields) {
+	if q.verbose(slog.LevelDebug) { // Info is mapped to Debug
+		q.LoggerAdapter.Info(msg, fields)
+	}
+}
 
 func (q quietCancel) Error(msg string, err error, fields watermill.LogFields) {
 	if errors.Is(err, context.Canceled) {
@@ -47,5 +81,5 @@ func (q quietCancel) Error(msg string, err error, fields watermill.LogFields) {
 }
 
 func (q quietCancel) With(fields watermill.LogFields) watermill.LoggerAdapter {
-	return quietCancel{q.LoggerAdapter.With(fields)}
+	return quietCancel{LoggerAdapter: q.LoggerAdapter.With(fields), log: q.log}
 }

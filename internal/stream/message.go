@@ -102,28 +102,82 @@ func Encode(m Message) ([]byte, error) {
 	if m.Timestamp.IsZero() {
 		return nil, domain.Errorf(domain.CodeInvalidInput, "error encoding stream message: timestamp is zero")
 	}
-	data := m.Data
-	if len(data) == 0 {
-		data = json.RawMessage("null")
-	} else if !json.Valid(data) {
-		return nil, domain.Errorf(domain.CodeInvalidInput, "error encoding stream message: data is not valid JSON")
+	// One pass over data: json.Compact validates as it copies. The rest is
+	// written by hand: the encoder's reflection and its second validation
+	// of data cost more than the message's own bytes.
+	buf := make([]byte, 0, len(m.Data)+len(m.Topic)+len(m.Type)+len(m.InstanceID)+len(m.EventID)+110)
+	buf = append(buf, `{"type":`...)
+	buf = appendJSONString(buf, m.Type)
+	buf = append(buf, `,"topic":`...)
+	buf = appendJSONString(buf, m.Topic)
+	buf = append(buf, `,"data":`...)
+	if len(m.Data) == 0 {
+		buf = append(buf, "null"...)
+	} else {
+		out := bytes.NewBuffer(buf)
+		if err := json.Compact(out, m.Data); err != nil {
+			return nil, domain.Errorf(domain.CodeInvalidInput, "error encoding stream message: data is not valid JSON")
+		}
+		buf = out.Bytes()
 	}
-	ts, _ := json.Marshal(domain.FormatTime(m.Timestamp))
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	err := enc.Encode(wireMessage{
-		Type:       m.Type,
-		Topic:      m.Topic,
-		Data:       data,
-		Timestamp:  ts,
-		InstanceID: m.InstanceID,
-		EventID:    m.EventID,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("error encoding stream message: %w", err)
+	buf = append(buf, `,"timestamp":"`...)
+	buf = append(buf, domain.FormatTime(m.Timestamp)...)
+	buf = append(buf, `","instanceId":`...)
+	buf = appendJSONString(buf, m.InstanceID)
+	buf = append(buf, `,"eventId":`...)
+	buf = appendJSONString(buf, m.EventID)
+	return append(buf, '}'), nil
+}
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json
+// does with HTML escaping off: quotes, backslashes and control characters
+// escaped, invalid UTF-8 replaced by U+FFFD, U+2028 and U+2029 escaped.
+func appendJSONString(buf []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	buf = append(buf, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' {
+				i++
+				continue
+			}
+			buf = append(buf, s[start:i]...)
+			switch b {
+			case '"', '\\':
+				buf = append(buf, '\\', b)
+			case '\n':
+				buf = append(buf, '\\', 'n')
+			case '\r':
+				buf = append(buf, '\\', 'r')
+			case '\t':
+				buf = append(buf, '\\', 't')
+			default:
+				buf = append(buf, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			buf = append(buf, s[start:i]...)
+			buf = append(buf, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			buf = append(buf, s[start:i]...)
+			buf = append(buf, '\\', 'u', '2', '0', '2', hex[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	buf = append(buf, s[start:]...)
+	return append(buf, '"')
 }
 
 // Decode parses the contract's JSON. It fails with a *DecodeError when b is

@@ -119,8 +119,9 @@ func (r *Redis) Close() error {
 }
 
 func (r *Redis) newWriter(layout Layout, logger watermill.LoggerAdapter) (writer, error) {
+	client := r.newClient()
 	p, err := redisstream.NewPublisher(redisstream.PublisherConfig{
-		Client:        r.newClient(),
+		Client:        client,
 		Marshaller:    entryMarshaller{},
 		Maxlens:       layout.maxLens(),
 		DefaultMaxlen: max(layout.DefaultMaxLen, 0),
@@ -128,10 +129,37 @@ func (r *Redis) newWriter(layout Layout, logger watermill.LoggerAdapter) (writer
 	if err != nil {
 		return nil, fmt.Errorf("error creating redis stream publisher: %w", err)
 	}
-	return redisWriter{p}, nil
+	return redisWriter{p: p, client: client, layout: layout}, nil
 }
 
-type redisWriter struct{ p *redisstream.Publisher }
+// redisWriter writes single publishes through watermill-redisstream, and
+// batches (see Batch) itself, as one pipeline of XADDs with the same fields
+// and trimming, since watermill-redisstream sends one XADD per round trip.
+type redisWriter struct {
+	p      *redisstream.Publisher
+	client *redis.Client // owned by p, which closes it
+	layout Layout
+}
+
+func (w redisWriter) writeBatch(entries []queuedEntry) error {
+	ctx := context.Background()
+	pipe := w.client.Pipeline()
+	for _, e := range entries {
+		fields, err := entryFields(e.wire)
+		if err != nil {
+			return err
+		}
+		args := &redis.XAddArgs{Stream: e.stream, Values: fields}
+		if n := w.layout.maxLen(e.stream); n > 0 {
+			args.MaxLen, args.Approx = n, true
+		}
+		pipe.XAdd(ctx, args)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("error writing %d entries: %w", len(entries), err)
+	}
+	return nil
+}
 
 func (w redisWriter) write(stream string, wire ...*message.Message) error {
 	return w.p.Publish(stream, wire...)
@@ -159,6 +187,9 @@ type redisReader struct {
 // (XREADGROUP) creates the group if needed, at the stream's end ("$") or, with
 // spec.oldest, at its start ("0").
 func (rr *redisReader) read(ctx context.Context, stream string, spec readSpec) (<-chan *message.Message, error) {
+	if spec.group == "" {
+		return rr.readBroadcast(ctx, stream, spec.oldest)
+	}
 	cfg := redisstream.SubscriberConfig{
 		Client:                        rr.r.newClient(),
 		Unmarshaller:                  entryMarshaller{},
@@ -178,15 +209,6 @@ func (rr *redisReader) read(ctx context.Context, stream string, spec readSpec) (
 	}
 	if spec.oldest {
 		cfg.OldestId = "0"
-	} else if spec.group == "" {
-		last, err := rr.client.XRevRangeN(ctx, stream, "+", "-", 1).Result()
-		if err != nil {
-			_ = cfg.Client.Close()
-			return nil, fmt.Errorf("error reading the last entry of %s: %w", stream, err)
-		}
-		if len(last) > 0 {
-			cfg.FanOutOldestId = last[0].ID
-		}
 	}
 	sub, err := redisstream.NewSubscriber(cfg, rr.logger)
 	if err != nil {
@@ -219,6 +241,112 @@ func (rr *redisReader) read(ctx context.Context, stream string, spec readSpec) (
 		}
 	}()
 	return out, nil
+}
+
+// broadcastCount is how many entries one XREAD of a broadcast read asks for.
+const broadcastCount = 256
+
+// readBroadcast reads stream with plain XREAD (no group): every reader gets
+// every entry. It starts after the stream's current last entry, which it
+// looks up before it returns, so that no entry added after it returned is
+// missed (XREAD's "$" would be re-read on every poll until the first entry
+// arrives); with oldest, at the oldest retained entry.
+//
+// It is written here rather than left to watermill-redisstream because the
+// library's fan-out read asks for one entry per XREAD, a round trip per
+// message per subscription; this one takes up to broadcastCount entries per
+// round trip and hands them out one at a time, each after the previous one
+// was acked (a nacked one again, after NackResendSleep).
+func (rr *redisReader) readBroadcast(ctx context.Context, stream string, oldest bool) (<-chan *message.Message, error) {
+	after := "0-0"
+	if !oldest {
+		last, err := rr.client.XRevRangeN(ctx, stream, "+", "-", 1).Result()
+		if err != nil {
+			return nil, fmt.Errorf("error reading the last entry of %s: %w", stream, err)
+		}
+		if len(last) > 0 {
+			after = last[0].ID
+		}
+	}
+	client := rr.r.newClient()
+	out := make(chan *message.Message)
+	rr.wg.Add(1)
+	go func() {
+		defer rr.wg.Done()
+		defer close(out)
+		defer func() { _ = client.Close() }()
+		fields := watermill.LogFields{"stream": stream}
+		for ctx.Err() == nil {
+			res, err := client.XRead(ctx, &redis.XReadArgs{
+				Streams: []string{stream, after}, Count: broadcastCount, Block: rr.r.cfg.BlockTime,
+			}).Result()
+			if errors.Is(err, redis.Nil) {
+				continue // the block time passed
+			}
+			if err != nil {
+				if ctx.Err() != nil || stopReading(err) {
+					return
+				}
+				rr.logger.Error("Error reading redis stream, retrying", err, fields)
+				if !pause(ctx, 500*time.Millisecond) {
+					return
+				}
+				continue
+			}
+			for _, xs := range res {
+				for _, xm := range xs.Messages {
+					if !rr.deliver(ctx, out, xm) {
+						return
+					}
+					after = xm.ID
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// deliver hands the entry to out until it is acked; false when ctx ended.
+func (rr *redisReader) deliver(ctx context.Context, out chan<- *message.Message, xm redis.XMessage) bool {
+	for {
+		msg := decodeEntry(xm.Values)
+		mctx, cancel := context.WithCancel(ctx)
+		msg.SetContext(mctx)
+		select {
+		case out <- msg:
+		case <-ctx.Done():
+			cancel()
+			return false
+		}
+		select {
+		case <-msg.Acked():
+			cancel()
+			return true
+		case <-msg.Nacked():
+			cancel()
+			if !pause(ctx, rr.r.cfg.NackResendSleep) {
+				return false
+			}
+		case <-ctx.Done():
+			cancel()
+			return false
+		}
+	}
+}
+
+// pause waits for d, or less when ctx ends first; false when it did.
+func pause(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // Close waits for the subscriptions (whose ctx must be done) to end.

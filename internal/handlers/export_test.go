@@ -1,0 +1,4 @@
+package handlers
+
+// WithEvent exposes withEvent to the external tests.
+var WithEvent = withEvent
