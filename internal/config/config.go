@@ -48,6 +48,9 @@ type Config struct {
 	// StreamPrefix namespaces the physical streams (Redis keys); instances
 	// that should see each other share it.
 	StreamPrefix string `koanf:"stream_prefix"`
+	// RedisStorePrefix starts every key of the redis store (store=redis);
+	// instances that share a store share it.
+	RedisStorePrefix string `koanf:"redis_store_prefix"`
 	// CacheSize is how many documents and keys the read cache holds.
 	CacheSize int `koanf:"cache_size"`
 	// LiveQueueSize is how many messages an SSE or WebSocket connection may
@@ -94,6 +97,7 @@ func Defaults() Config {
 		PostgresMaxConns:    16,
 		Stream:              "memory",
 		StreamPrefix:        "nvent:",
+		RedisStorePrefix:    "nvent:store:",
 		CacheSize:           10_000,
 		LiveQueueSize:       256,
 		LiveMaxConnections:  10_000,

@@ -32,6 +32,7 @@ import (
 	"github.com/nvent/nvent/internal/storage"
 	"github.com/nvent/nvent/internal/storage/memory"
 	"github.com/nvent/nvent/internal/storage/postgres"
+	redisstore "github.com/nvent/nvent/internal/storage/redis"
 	"github.com/nvent/nvent/internal/storage/sqlite"
 	"github.com/nvent/nvent/internal/stream"
 )
@@ -71,8 +72,8 @@ func providePostgresConfig(cfg config.Config) postgres.Config {
 type Adapter storage.Store
 
 // Published is the store whose changes reach the bus: the adapter itself
-// for Postgres and SQLite (a relay reads them from the database), the feed
-// around it for memory.
+// for Postgres, SQLite and Redis (a relay reads them from the database or
+// the outbox stream), the feed around it for memory.
 type Published storage.Store
 
 // relayRunner is the durable relay of the configured store, or nil (memory).
@@ -88,7 +89,8 @@ func providePostgresPool(ctx context.Context, cfg config.Config, pg postgres.Con
 }
 
 // provideAdapter opens the adapter that cfg.Store names; for Postgres it
-// applies pending migrations first unless automigrate is off.
+// applies pending migrations first unless automigrate is off. The Redis
+// store has a client of its own: closing a stream never closes it.
 func provideAdapter(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, pg postgres.Config, log *slog.Logger) (Adapter, func(), error) {
 	switch cfg.Store {
 	case "memory":
@@ -102,6 +104,8 @@ func provideAdapter(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, 
 			}
 		}
 		return postgres.New(pool), func() {}, nil
+	case "redis":
+		return redisstore.Provide(redisstore.Config{URL: cfg.RedisURL, Prefix: cfg.RedisStorePrefix})
 	}
 	return nil, nil, fmt.Errorf("unknown store %q", cfg.Store)
 }
@@ -126,7 +130,8 @@ func providePublished(cfg config.Config, a Adapter, f *feed.Store, m *metrics.Me
 }
 
 // provideRelay builds the durable relay of the store: the leader-elected
-// Postgres relay, the local SQLite relay, or nil for memory.
+// Postgres relay, the local SQLite relay, the leader-elected Redis outbox
+// relay, or nil for memory.
 func provideRelay(cfg config.Config, pool *pgxpool.Pool, a Adapter, b *bus.Bus, life *router.Lifecycle, m *metrics.Metrics, log *slog.Logger) relayRunner {
 	rm := relay.Metrics{
 		Relayed:    func(table string, n int) { m.RelayRows.WithLabelValues(table).Add(float64(n)) },
@@ -143,6 +148,10 @@ func provideRelay(cfg config.Config, pool *pgxpool.Pool, a Adapter, b *bus.Bus, 
 	case "sqlite":
 		if outbox, ok := a.(relay.Outbox); ok {
 			return relay.NewLocal(outbox, b, relay.Config{}, log, rm, life.Started(), life.Stopping())
+		}
+	case "redis":
+		if outbox, ok := a.(relay.RedisOutbox); ok {
+			return relay.NewRedis(outbox, b, relay.RedisConfig{Owner: cfg.InstanceID}, log, rm, life.Started(), life.Stopping())
 		}
 	}
 	return nil
@@ -203,8 +212,14 @@ func provideChannels(cfg config.Config) handlers.Channels {
 
 func provideMetrics() *metrics.Metrics { return metrics.New() }
 
+// provideCoordinator builds the stream coordinator over a stream.Batch, so
+// that its handlers acknowledge bus messages at once and the producer (the
+// relay, the feed) writes a whole batch to the stream in one round trip
+// with bus.Flush before it counts the batch as delivered.
 func provideCoordinator(ch handlers.Channels, b *bus.Bus, p *stream.Publisher, m *metrics.Metrics) *handlers.StreamCoordinator {
-	c := handlers.NewStreamCoordinator(ch, b, p)
+	batch := stream.NewBatch(p, 0)
+	b.AddFlusher(batch)
+	c := handlers.NewStreamCoordinator(ch, b, batch)
 	c.ObservePublishes(func(channel string, err error) {
 		result := "ok"
 		if err != nil {

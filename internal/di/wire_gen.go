@@ -34,14 +34,14 @@ func InitializeApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 		return nil, nil, err
 	}
 	loggerAdapter := provideWatermillLogger(log)
-	v, cleanup3, err := bus.New(loggerAdapter)
+	busBus, cleanup3, err := bus.New(loggerAdapter)
 	if err != nil {
 		cleanup2()
 		cleanup()
 		return nil, nil, err
 	}
 	lifecycle := router.NewLifecycle()
-	store := provideFeed(cfg, adapter, v, lifecycle, log)
+	store := provideFeed(cfg, adapter, busBus, lifecycle, log)
 	metrics := provideMetrics()
 	published := providePublished(cfg, adapter, store, metrics)
 	cacheStore := provideCache(published, cfg, metrics)
@@ -52,9 +52,9 @@ func InitializeApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 		cleanup()
 		return nil, nil, err
 	}
-	diRelayRunner := provideRelay(cfg, pool, adapter, v, lifecycle, metrics, log)
-	v2 := provideReadinessChecks(cfg, stream, diRelayRunner)
-	api := httpapi.New(httpapiConfig, cacheStore, log, v2)
+	diRelayRunner := provideRelay(cfg, pool, adapter, busBus, lifecycle, metrics, log)
+	v := provideReadinessChecks(cfg, stream, diRelayRunner)
+	api := httpapi.New(httpapiConfig, cacheStore, log, v)
 	publisher, cleanup5, err := provideStreamPublisher(stream)
 	if err != nil {
 		cleanup4()
@@ -64,7 +64,7 @@ func InitializeApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 		return nil, nil, err
 	}
 	channels := provideChannels(cfg)
-	streamCoordinator := provideCoordinator(channels, v, publisher, metrics)
+	streamCoordinator := provideCoordinator(channels, busBus, publisher, metrics)
 	cacheInvalidation, cleanup6, err := provideCacheInvalidation(stream, cacheStore, metrics)
 	if err != nil {
 		cleanup5()
@@ -107,8 +107,8 @@ func InitializeApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*a
 		cleanup()
 		return nil, nil, err
 	}
-	v3 := provideWirings(streamCoordinator, cacheInvalidation, flowRuns, trigger, webhook)
-	routerRouter, err := provideRouter(publisher, v3, log, lifecycle, metrics)
+	v2 := provideWirings(streamCoordinator, cacheInvalidation, flowRuns, trigger, webhook)
+	routerRouter, err := provideRouter(publisher, v2, log, lifecycle, metrics)
 	if err != nil {
 		cleanup9()
 		cleanup8()
