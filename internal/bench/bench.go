@@ -37,6 +37,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -70,6 +71,8 @@ const (
 	DefaultRuns           = 100
 	DefaultPostgresURL    = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 	DefaultRedisURL       = "redis://127.0.0.1:6379/0"
+	DefaultNATSURL        = "nats://127.0.0.1:4222"
+	DefaultAMQPURL        = "amqp://guest:guest@127.0.0.1:5672/"
 	MaxDuration           = 10 * time.Minute
 	MaxConcurrency        = 512
 	MaxSubjects           = 100_000
@@ -98,12 +101,14 @@ type Config struct {
 	Batch       int           // events per Append in append-batch
 	Clients     int           // fanout: live clients
 	Runs        int           // fanout: runs the clients watch
-	Store       string        // postgres (default), sqlite, memory
-	Stream      string        // redis (default), memory
-	InProcess   bool          // run nvent inside the bench process even for postgres + redis
+	Store       string        // postgres (default), redis, sqlite, memory
+	Stream      string        // redis (default), nats, amqp, postgres, memory
+	InProcess   bool          // run nvent inside the bench process even when it could run in a second one
 
 	PostgresURL string // default DefaultPostgresURL
 	RedisURL    string // default DefaultRedisURL
+	NATSURL     string // default DefaultNATSURL (--stream nats)
+	AMQPURL     string // default DefaultAMQPURL (--stream amqp)
 	// Executable is the nvent binary started as the second process.
 	// Default: os.Executable().
 	Executable string
@@ -158,6 +163,12 @@ func (c *Config) setDefaults() {
 	if c.RedisURL == "" {
 		c.RedisURL = DefaultRedisURL
 	}
+	if c.NATSURL == "" {
+		c.NATSURL = DefaultNATSURL
+	}
+	if c.AMQPURL == "" {
+		c.AMQPURL = DefaultAMQPURL
+	}
 	if c.Environ == nil {
 		c.Environ = os.Environ()
 	}
@@ -190,22 +201,29 @@ func (c Config) Validate() error {
 		return bad("--clients must be 1…%d, not %d", MaxClients, c.Clients)
 	case c.Runs < 1 || c.Runs > c.Clients:
 		return bad("--runs must be 1…clients (%d), not %d", c.Clients, c.Runs)
-	case c.Store != "postgres" && c.Store != "sqlite" && c.Store != "memory":
-		return bad("--store must be postgres, sqlite or memory, not %q", c.Store)
-	case c.Stream != "redis" && c.Stream != "memory":
-		return bad("--stream must be redis or memory, not %q", c.Stream)
+	case !slices.Contains(Stores, c.Store):
+		return bad("--store must be one of %s, not %q", strings.Join(Stores, ", "), c.Store)
+	case !slices.Contains(Streams, c.Stream):
+		return bad("--stream must be one of %s, not %q", strings.Join(Streams, ", "), c.Stream)
 	case c.Scenario == ScenarioBaseline && (c.Store != "postgres" || c.Stream != "redis"):
 		return bad("the baseline is Postgres INSERT + Redis XADD: it needs --store postgres --stream redis")
 	case (c.Scenario == ScenarioFanout || c.Scenario == ScenarioHTTPAppend) && !c.twoProcess():
-		return bad("%s talks HTTP to a second nvent process: it needs --store postgres --stream redis without --in-process", c.Scenario)
+		return bad("%s talks HTTP to a second nvent process: it needs --store postgres or redis, a stream other than memory, and no --in-process", c.Scenario)
 	}
 	return nil
 }
 
+// Stores and Streams are the --store and --stream values the bench takes.
+var (
+	Stores  = []string{"postgres", "redis", "sqlite", "memory"}
+	Streams = []string{"redis", "nats", "amqp", "postgres", "memory"}
+)
+
 // twoProcess reports whether a second nvent process relays (see the package
-// doc).
+// doc): whenever both the store and the stream can be shared between
+// processes.
 func (c Config) twoProcess() bool {
-	return c.Store == "postgres" && c.Stream == "redis" && !c.InProcess
+	return (c.Store == "postgres" || c.Store == "redis") && c.Stream != "memory" && !c.InProcess
 }
 
 // Topology names where nvent runs.

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nvent/nvent/internal/storage/postgres"
 	"github.com/nvent/nvent/internal/stream"
 )
 
@@ -37,7 +37,7 @@ const serveLogLines = 200
 
 // startServe starts `nvent serve` on the run's schema and stream prefix,
 // waits until it listens and leads the relay, and stops it at cleanup.
-func (r *runner) startServe(ctx context.Context, pg postgres.Config, sc stream.Config) (*serveProc, error) {
+func (r *runner) startServe(ctx context.Context, store storeConfig, sc stream.Config) (*serveProc, error) {
 	bin := r.cfg.Executable
 	if bin == "" {
 		var err error
@@ -56,11 +56,14 @@ func (r *runner) startServe(ctx context.Context, pg postgres.Config, sc stream.C
 		"NVENT_LOG_FORMAT=json",
 		"NVENT_LOG_LEVEL=info",
 		"NVENT_INSTANCE_ID=bench-serve",
-		"NVENT_STORE=postgres",
-		"NVENT_POSTGRES_URL="+pg.URL,
-		"NVENT_POSTGRES_SCHEMA="+pg.Schema,
-		"NVENT_STREAM=redis",
-		"NVENT_REDIS_URL="+sc.RedisURL,
+		"NVENT_STORE="+r.cfg.Store,
+		"NVENT_POSTGRES_URL="+r.cfg.PostgresURL,
+		"NVENT_POSTGRES_SCHEMA="+cmp.Or(store.pg.Schema, "public"),
+		"NVENT_REDIS_URL="+r.cfg.RedisURL,
+		"NVENT_REDIS_STORE_PREFIX="+store.redis.Prefix,
+		"NVENT_STREAM="+sc.Backend,
+		"NVENT_NATS_URL="+r.cfg.NATSURL,
+		"NVENT_AMQP_URL="+r.cfg.AMQPURL,
 		"NVENT_STREAM_PREFIX="+sc.KeyPrefix,
 	)
 	cmd := exec.Command(bin, "serve")

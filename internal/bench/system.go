@@ -26,6 +26,7 @@ import (
 	"github.com/nvent/nvent/internal/storage"
 	"github.com/nvent/nvent/internal/storage/memory"
 	"github.com/nvent/nvent/internal/storage/postgres"
+	redisstore "github.com/nvent/nvent/internal/storage/redis"
 	"github.com/nvent/nvent/internal/storage/sqlite"
 	"github.com/nvent/nvent/internal/stream"
 )
@@ -165,40 +166,53 @@ func (r *runner) startSystem(ctx context.Context, m *Machine) (*system, error) {
 	sys := &system{}
 	scfg := stream.Config{Backend: cfg.Stream, InstanceID: "bench"}
 	var pgcfg postgres.Config
-	if cfg.Store == "postgres" {
+	if cfg.Store == "postgres" || cfg.Stream == "postgres" {
 		schema, err := r.postgres(ctx, m)
 		if err != nil {
 			return nil, err
 		}
 		pgcfg = postgres.Config{URL: cfg.PostgresURL, Schema: schema, MaxConns: int32(cfg.Concurrency + 8), AutoMigrate: true}
 	}
-	if cfg.Stream == "redis" {
-		prefix, err := r.redis(ctx, m)
-		if err != nil {
+	// One fresh prefix names the run's Redis keys (store and stream) and its
+	// NATS streams and RabbitMQ exchanges.
+	var prefix string
+	if cfg.Store == "redis" || cfg.Stream != "memory" {
+		var err error
+		if prefix, err = r.redis(ctx, m); err != nil {
 			return nil, err
 		}
-		scfg.RedisURL, scfg.KeyPrefix = cfg.RedisURL, prefix
+	}
+	scfg.KeyPrefix = prefix
+	switch cfg.Stream {
+	case "redis":
+		scfg.RedisURL = cfg.RedisURL
+	case "nats":
+		scfg.NATSURL = cfg.NATSURL
+	case "amqp":
+		scfg.AMQPURL = cfg.AMQPURL
+	case "postgres":
+		scfg.PostgresURL, scfg.PostgresSchema = cfg.PostgresURL, pgcfg.Schema
 	}
 	st, err := stream.New(scfg, logging.Watermill(r.logger()))
 	if err != nil {
 		return nil, errorf("building the stream: %w", err)
 	}
 	r.onCleanup(func() { _ = st.Close() })
+	storeCfg := storeConfig{pg: pgcfg, redis: redisstore.Config{URL: cfg.RedisURL, Prefix: prefix + "store:"}}
 
 	if cfg.twoProcess() {
-		store, closeStore, err := postgres.Open(ctx, pgcfg, nil)
+		store, err := r.openStore(ctx, storeCfg)
 		if err != nil {
-			return nil, errorf("opening the store: %w", err)
+			return nil, err
 		}
-		r.onCleanup(closeStore)
 		sys.store = store
-		proc, err := r.startServe(ctx, pgcfg, scfg)
+		proc, err := r.startServe(ctx, storeCfg, scfg)
 		if err != nil {
 			return nil, err
 		}
 		sys.serve = proc
 	} else {
-		store, err := r.inProcess(ctx, pgcfg, st)
+		store, err := r.inProcess(ctx, storeCfg, st)
 		if err != nil {
 			return nil, err
 		}
@@ -262,7 +276,8 @@ func (s *system) probe(ctx context.Context) error {
 // with the stream coordinator, the way `nvent serve` does (minus HTTP and the
 // wirings that consume the stream), and runs them until cleanup. It returns
 // the store to append through.
-func (r *runner) inProcess(ctx context.Context, pgcfg postgres.Config, st *stream.Stream) (storage.Store, error) {
+func (r *runner) inProcess(ctx context.Context, sc storeConfig, st *stream.Stream) (storage.Store, error) {
+	pgcfg := sc.pg
 	log := r.logger()
 	wlog := logging.Watermill(log)
 	b, closeBus, err := bus.New(wlog)
@@ -306,6 +321,13 @@ func (r *runner) inProcess(ctx context.Context, pgcfg postgres.Config, st *strea
 		r.onCleanup(func() { _ = s.Close() })
 		store = s
 		producer = relay.NewLocal(s, b, relay.Config{}, log, relay.Metrics{}, life.Started(), life.Stopping())
+	case "redis":
+		s, err := r.openRedisStore(ctx, sc.redis)
+		if err != nil {
+			return nil, err
+		}
+		store = s
+		producer = relay.NewRedis(s, b, relay.RedisConfig{Owner: "bench"}, log, relay.Metrics{}, life.Started(), life.Stopping())
 	case "postgres":
 		pool, closePool, err := postgres.NewPool(ctx, pgcfg)
 		if err != nil {
@@ -379,4 +401,39 @@ func (r *runner) poolFor(ctx context.Context, schema string, conns int32) (*pgxp
 	}
 	r.onCleanup(closePool)
 	return pool, nil
+}
+
+// storeConfig is where the run's store lives: a Postgres schema or a Redis
+// key prefix of its own.
+type storeConfig struct {
+	pg    postgres.Config
+	redis redisstore.Config
+}
+
+// openStore opens the store the bench appends through when a second
+// process relays (Postgres or Redis).
+func (r *runner) openStore(ctx context.Context, sc storeConfig) (storage.Store, error) {
+	if r.cfg.Store == "redis" {
+		return r.openRedisStore(ctx, sc.redis)
+	}
+	store, closeStore, err := postgres.Open(ctx, sc.pg, nil)
+	if err != nil {
+		return nil, errorf("opening the store: %w", err)
+	}
+	r.onCleanup(closeStore)
+	return store, nil
+}
+
+// openRedisStore opens the Redis store under the run's prefix, whose keys
+// the cleanup of r.redis deletes.
+func (r *runner) openRedisStore(ctx context.Context, cfg redisstore.Config) (*redisstore.Store, error) {
+	s, err := redisstore.New(cfg)
+	if err != nil {
+		return nil, errorf("opening the redis store: %w", err)
+	}
+	r.onCleanup(func() { _ = s.Close() })
+	if err := s.Ping(ctx); err != nil {
+		return nil, errorf("opening the redis store: %w", err)
+	}
+	return s, nil
 }

@@ -31,8 +31,10 @@ func benchCmd(load loader, env Env) *cobra.Command {
 			"  http-append      append-e2e through POST /v1/streams/{subject}/events with keep-alive clients\n\n" +
 			"Postgres is NVENT_POSTGRES_URL (default " + bench.DefaultPostgresURL + "), in a schema the\n" +
 			"bench creates and drops; Redis is NVENT_REDIS_URL (default " + bench.DefaultRedisURL + "), under a key\n" +
-			"prefix whose keys are deleted afterwards. With --store postgres --stream redis a second process relays;\n" +
-			"any other combination (or --in-process) runs nvent inside the bench process.",
+			"prefix whose keys are deleted afterwards; NATS is NVENT_NATS_URL and RabbitMQ NVENT_AMQP_URL (their\n" +
+			"streams, exchanges and queues are named after a fresh prefix). With a store and a stream that processes\n" +
+			"can share (store postgres or redis, stream other than memory) a second process relays; otherwise (or\n" +
+			"with --in-process) nvent runs inside the bench process.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := load()
@@ -40,7 +42,7 @@ func benchCmd(load loader, env Env) *cobra.Command {
 				return err
 			}
 			cfg.Scenario = args[0]
-			cfg.PostgresURL, cfg.RedisURL = c.PostgresURL, c.RedisURL
+			cfg.PostgresURL, cfg.RedisURL, cfg.NATSURL, cfg.AMQPURL = c.PostgresURL, c.RedisURL, c.NATSURL, c.AMQPURL
 			cfg.Environ = env.Environ
 			if !cmd.Flags().Changed("duration") {
 				cfg.Duration = 0 // the scenario's default
@@ -89,9 +91,9 @@ func benchCmd(load loader, env Env) *cobra.Command {
 	f.IntVar(&cfg.Batch, "batch", bench.DefaultBatch, "events per append in append-batch")
 	f.IntVar(&cfg.Clients, "clients", bench.DefaultClients, "fanout: live clients (half SSE, half WebSocket)")
 	f.IntVar(&cfg.Runs, "runs", bench.DefaultRuns, "fanout: runs the clients watch")
-	f.StringVar(&cfg.Store, "store", "postgres", "postgres, sqlite or memory")
-	f.StringVar(&cfg.Stream, "stream", "redis", "redis or memory")
-	f.BoolVar(&cfg.InProcess, "in-process", false, "run nvent inside the bench process even for postgres + redis (to profile it)")
+	f.StringVar(&cfg.Store, "store", "postgres", strings.Join(bench.Stores, ", "))
+	f.StringVar(&cfg.Stream, "stream", "redis", strings.Join(bench.Streams, ", "))
+	f.BoolVar(&cfg.InProcess, "in-process", false, "run nvent inside the bench process even when a second process could relay (to profile it)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object instead of the table")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write the bench process's CPU profile to this file")
 	return cmd
