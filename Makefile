@@ -3,7 +3,7 @@ GO        ?= go
 BIN       ?= bin/nvent
 TEST_FLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: all build run services test test-short lint generate verify tidy-check compose-check
+.PHONY: all build run services test test-short lint generate verify tidy-check compose-check fuzz
 
 all: verify build
 
@@ -21,6 +21,18 @@ test: services ## every test, with the race detector, against real Postgres and 
 
 test-short: ## the fast tests only (no race detector)
 	$(GO) test -short -count=1 ./...
+
+FUZZTIME ?= 20s
+FUZZMINIMIZETIME ?= 3s
+
+fuzz: ## run every fuzz target (func FuzzXxx in a _test.go file) for FUZZTIME each; a crasher is saved under testdata/fuzz and fails the run
+	@failed=""; for f in $$(grep -rlE '^func Fuzz[A-Za-z0-9_]*\(' --include='*_test.go' internal cmd | sort); do \
+	  for name in $$(sed -nE 's/^func (Fuzz[A-Za-z0-9_]*)\(.*/\1/p' $$f); do \
+	    echo "== $$name (./$$(dirname $$f), $(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./$$(dirname $$f) || failed="$$failed $$name"; \
+	  done; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzzing failed:$$failed"; exit 1; fi
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -36,9 +36,43 @@ type App struct {
 	handler         http.Handler
 	log             *slog.Logger
 	shutdownTimeout time.Duration
+	http            HTTPConfig
 	consumer        Consumer
 	producers       []Runner
 	onShutdown      []func()
+}
+
+// HTTPConfig tunes the HTTP server against slow and idle clients.
+type HTTPConfig struct {
+	// ReadHeaderTimeout drops a connection whose request line and headers
+	// have not all arrived within it (a slow-loris client, or one that
+	// connects and sends nothing). Default 10s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection that waits this long for
+	// its next request. Default 120s.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes caps the request line and headers; beyond it the
+	// server answers 431. Default 64 KiB.
+	MaxHeaderBytes int
+}
+
+func (c *HTTPConfig) setDefaults() {
+	if c.ReadHeaderTimeout <= 0 {
+		c.ReadHeaderTimeout = 10 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 120 * time.Second
+	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = 64 << 10
+	}
+}
+
+// SetHTTP tunes the HTTP server (see HTTPConfig); zero fields keep their
+// defaults. Call it before Run.
+func (a *App) SetHTTP(c HTTPConfig) {
+	c.setDefaults()
+	a.http = c
 }
 
 // OnShutdown registers f to be called when the HTTP server starts shutting
@@ -48,7 +82,9 @@ func (a *App) OnShutdown(f func()) { a.onShutdown = append(a.onShutdown, f) }
 // New returns an App serving handler on addr, with the bus's consumer and
 // its producers.
 func New(addr string, handler http.Handler, log *slog.Logger, shutdownTimeout time.Duration, consumer Consumer, producers ...Runner) *App {
-	return &App{addr: addr, handler: handler, log: log, shutdownTimeout: shutdownTimeout, consumer: consumer, producers: producers}
+	a := &App{addr: addr, handler: handler, log: log, shutdownTimeout: shutdownTimeout, consumer: consumer, producers: producers}
+	a.http.setDefaults()
+	return a
 }
 
 // part runs one Runner under a context of its own.
@@ -91,8 +127,9 @@ func (a *App) Run(ctx context.Context, ready func(addr net.Addr)) error {
 	}
 	srv := &http.Server{
 		Handler:           a.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		ReadHeaderTimeout: a.http.ReadHeaderTimeout,
+		IdleTimeout:       a.http.IdleTimeout,
+		MaxHeaderBytes:    a.http.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}

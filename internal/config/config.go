@@ -82,7 +82,36 @@ type Config struct {
 
 	// MaxBodyBytes caps a request body; larger ones get 413.
 	MaxBodyBytes int64 `koanf:"max_body_bytes"`
+
+	// Hostile-input limits (see the README's "Security model").
+	// HTTPReadHeaderTimeout drops a connection whose request headers have
+	// not arrived in time (slow-loris); HTTPIdleTimeout closes idle
+	// keep-alive connections; HTTPBodyTimeout bounds reading one body;
+	// HTTPMaxHeaderBytes caps a request's headers (and URL).
+	HTTPReadHeaderTimeout time.Duration `koanf:"http_read_header_timeout"`
+	HTTPIdleTimeout       time.Duration `koanf:"http_idle_timeout"`
+	HTTPBodyTimeout       time.Duration `koanf:"http_body_timeout"`
+	HTTPMaxHeaderBytes    int           `koanf:"http_max_header_bytes"`
+	// MaxBatchEvents caps the events of one append (at most 1000);
+	// MaxEventDataBytes the data of one event (413 beyond either).
+	MaxBatchEvents    int `koanf:"max_batch_events"`
+	MaxEventDataBytes int `koanf:"max_event_data_bytes"`
+	// MaxSubjectBytes caps subjects; MaxKeyBytes keys, collections and
+	// document ids (at most 256 each; 400 beyond). MaxPageSize caps the
+	// limit of one page of documents or runs (at most 1000; 400 beyond).
+	MaxSubjectBytes int `koanf:"max_subject_bytes"`
+	MaxKeyBytes     int `koanf:"max_key_bytes"`
+	MaxPageSize     int `koanf:"max_page_size"`
+	// LiveMaxSubscriptions caps the subscriptions of one WebSocket;
+	// LiveMaxPatternBytes and LiveMaxPatternStars the length and the '*' of
+	// a topic pattern a client may follow.
+	LiveMaxSubscriptions int `koanf:"live_max_subscriptions"`
+	LiveMaxPatternBytes  int `koanf:"live_max_pattern_bytes"`
+	LiveMaxPatternStars  int `koanf:"live_max_pattern_stars"`
 }
+
+// MaxFileBytes caps the size of a configuration file.
+const MaxFileBytes = 1 << 20
 
 // Defaults returns the configuration nvent runs with when nothing is set:
 // an embedded SQLite store and an in-memory stream on loopback.
@@ -109,6 +138,19 @@ func Defaults() Config {
 		LogLevel:            "info",
 		LogFormat:           "text",
 		MaxBodyBytes:        1 << 20,
+
+		HTTPReadHeaderTimeout: 10 * time.Second,
+		HTTPIdleTimeout:       120 * time.Second,
+		HTTPBodyTimeout:       30 * time.Second,
+		HTTPMaxHeaderBytes:    64 << 10,
+		MaxBatchEvents:        domain.MaxBatch,
+		MaxEventDataBytes:     domain.DefaultMaxEventDataBytes,
+		MaxSubjectBytes:       domain.MaxNameLen,
+		MaxKeyBytes:           domain.MaxNameLen,
+		MaxPageSize:           domain.MaxListLimit,
+		LiveMaxSubscriptions:  100,
+		LiveMaxPatternBytes:   512,
+		LiveMaxPatternStars:   16,
 	}
 }
 
@@ -123,6 +165,9 @@ func Load(path string, environ []string) (Config, error) {
 		return Config{}, fmt.Errorf("error loading defaults: %w", err)
 	}
 	if path != "" {
+		if fi, err := os.Stat(path); err == nil && fi.Size() > MaxFileBytes {
+			return Config{}, fmt.Errorf("config file %s is %d bytes; the limit is %d", path, fi.Size(), MaxFileBytes)
+		}
 		fk := koanf.New(".")
 		if err := fk.Load(file.Provider(path), yaml.Parser()); err != nil {
 			return Config{}, fmt.Errorf("error reading config file %s: %w", path, err)
@@ -195,6 +240,18 @@ func (c Config) Validate() error {
 	check(slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel), "log_level must be debug, info, warn or error, not %q", c.LogLevel)
 	check(slices.Contains([]string{"text", "json"}, c.LogFormat), "log_format must be text or json, not %q", c.LogFormat)
 	check(c.MaxBodyBytes > 0, "max_body_bytes must be positive")
+	check(c.HTTPReadHeaderTimeout > 0, "http_read_header_timeout must be positive")
+	check(c.HTTPIdleTimeout > 0, "http_idle_timeout must be positive")
+	check(c.HTTPBodyTimeout > 0, "http_body_timeout must be positive")
+	check(c.HTTPMaxHeaderBytes >= 4096, "http_max_header_bytes must be at least 4096")
+	check(c.MaxBatchEvents > 0 && c.MaxBatchEvents <= domain.MaxBatch, "max_batch_events must be between 1 and %d", domain.MaxBatch)
+	check(c.MaxEventDataBytes > 0, "max_event_data_bytes must be positive")
+	check(c.MaxSubjectBytes > 0 && c.MaxSubjectBytes <= domain.MaxNameLen, "max_subject_bytes must be between 1 and %d", domain.MaxNameLen)
+	check(c.MaxKeyBytes > 0 && c.MaxKeyBytes <= domain.MaxNameLen, "max_key_bytes must be between 1 and %d", domain.MaxNameLen)
+	check(c.MaxPageSize > 0 && c.MaxPageSize <= domain.MaxListLimit, "max_page_size must be between 1 and %d", domain.MaxListLimit)
+	check(c.LiveMaxSubscriptions > 0, "live_max_subscriptions must be positive")
+	check(c.LiveMaxPatternBytes > 0, "live_max_pattern_bytes must be positive")
+	check(c.LiveMaxPatternStars > 0, "live_max_pattern_stars must be positive")
 	check(c.StreamPrefix != "", "stream_prefix must not be empty")
 	check(c.CacheSize >= 0, "cache_size must not be negative")
 	check(c.LiveQueueSize > 0, "live_queue_size must be positive")

@@ -102,3 +102,52 @@ func TestRedactedHidesSecrets(t *testing.T) {
 		}
 	}
 }
+
+func TestLimitsHaveSafeDefaultsAndBounds(t *testing.T) {
+	c, err := config.Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxBodyBytes != 1<<20 || c.MaxBatchEvents != 1000 || c.MaxEventDataBytes != 256<<10 || c.MaxSubjectBytes != 256 ||
+		c.MaxKeyBytes != 256 || c.MaxPageSize != 1000 || c.LiveMaxConnections != 10_000 || c.LiveMaxSubscriptions != 100 ||
+		c.LiveMaxPatternBytes != 512 || c.LiveMaxPatternStars != 16 || c.HTTPReadHeaderTimeout != 10*time.Second ||
+		c.HTTPIdleTimeout != 120*time.Second || c.HTTPBodyTimeout != 30*time.Second || c.HTTPMaxHeaderBytes != 64<<10 {
+		t.Fatalf("limits = %+v", c)
+	}
+	for env, want := range map[string]string{
+		"NVENT_MAX_BATCH_EVENTS=1001":       "max_batch_events",
+		"NVENT_MAX_SUBJECT_BYTES=257":       "max_subject_bytes",
+		"NVENT_MAX_KEY_BYTES=0":             "max_key_bytes",
+		"NVENT_MAX_PAGE_SIZE=1001":          "max_page_size",
+		"NVENT_MAX_EVENT_DATA_BYTES=-1":     "max_event_data_bytes",
+		"NVENT_LIVE_MAX_SUBSCRIPTIONS=0":    "live_max_subscriptions",
+		"NVENT_LIVE_MAX_PATTERN_BYTES=0":    "live_max_pattern_bytes",
+		"NVENT_LIVE_MAX_PATTERN_STARS=0":    "live_max_pattern_stars",
+		"NVENT_HTTP_READ_HEADER_TIMEOUT=0s": "http_read_header_timeout",
+		"NVENT_HTTP_IDLE_TIMEOUT=0s":        "http_idle_timeout",
+		"NVENT_HTTP_BODY_TIMEOUT=0s":        "http_body_timeout",
+		"NVENT_HTTP_MAX_HEADER_BYTES=100":   "http_max_header_bytes",
+	} {
+		if _, err := config.Load("", []string{env}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want an error naming %s", env, err, want)
+		}
+	}
+	c, err = config.Load("", []string{"NVENT_MAX_BATCH_EVENTS=1000", "NVENT_MAX_SUBJECT_BYTES=1", "NVENT_LIVE_MAX_PATTERN_STARS=1"})
+	if err != nil || c.MaxBatchEvents != 1000 || c.MaxSubjectBytes != 1 || c.LiveMaxPatternStars != 1 {
+		t.Fatalf("limits at their bounds: %+v, %v", c, err)
+	}
+}
+
+// TestEveryKeyIsDocumented: each option has its row in the README's
+// configuration table, with both of its forms.
+func TestEveryKeyIsDocumented(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range config.Keys() {
+		if row := "| `" + config.EnvName(key) + "` | `" + key + "` |"; !strings.Contains(string(readme), row) {
+			t.Errorf("README.md has no configuration row %q", row)
+		}
+	}
+}

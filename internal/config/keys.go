@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -59,6 +60,9 @@ func redact(key, s string) string {
 	if key == "auth_token" {
 		return "[redacted]"
 	}
+	// password=… in a query string or a key/value connection string
+	// ("host=db password=secret"), quoted or not.
+	s = passwordParam.ReplaceAllString(s, "${1}[redacted]")
 	// scheme://user:password@host → scheme://user:[redacted]@host
 	at := strings.LastIndex(s, "@")
 	scheme := strings.Index(s, "://")
@@ -71,3 +75,6 @@ func redact(key, s string) string {
 	}
 	return s
 }
+
+// passwordParam finds the value of a password parameter.
+var passwordParam = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&]*)`)

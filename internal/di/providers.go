@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -20,6 +19,7 @@ import (
 	"github.com/nvent/nvent/internal/cache"
 	"github.com/nvent/nvent/internal/config"
 	"github.com/nvent/nvent/internal/dashboard"
+	"github.com/nvent/nvent/internal/domain"
 	"github.com/nvent/nvent/internal/feed"
 	"github.com/nvent/nvent/internal/flows"
 	"github.com/nvent/nvent/internal/handlers"
@@ -290,7 +290,15 @@ func provideWebhook(cfg config.Config, s *stream.Stream, m *metrics.Metrics) (*h
 }
 
 func provideFlowsAPI(cfg config.Config, store storage.Store, log *slog.Logger) *flows.API {
-	return flows.New(flows.Config{MaxBodyBytes: cfg.MaxBodyBytes}, store, log)
+	return flows.New(flows.Config{MaxBodyBytes: cfg.MaxBodyBytes, BodyTimeout: cfg.HTTPBodyTimeout, Limits: limitsOf(cfg)}, store, log)
+}
+
+// limitsOf is the configuration's limits on what one request may ask.
+func limitsOf(cfg config.Config) domain.Limits {
+	return domain.Limits{
+		MaxBatchEvents: cfg.MaxBatchEvents, MaxEventDataBytes: cfg.MaxEventDataBytes,
+		MaxSubjectBytes: cfg.MaxSubjectBytes, MaxKeyBytes: cfg.MaxKeyBytes, MaxPageSize: cfg.MaxPageSize,
+	}
 }
 
 // provideWirings lists the wirings the router runs.
@@ -304,7 +312,7 @@ func provideRouter(p *stream.Publisher, w []router.Wiring, log *slog.Logger, lif
 }
 
 func provideAPIConfig(cfg config.Config) httpapi.Config {
-	return httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes, AuthToken: cfg.AuthToken}
+	return httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes, BodyTimeout: cfg.HTTPBodyTimeout, AuthToken: cfg.AuthToken, Limits: limitsOf(cfg)}
 }
 
 // provideReadinessChecks lists what /readyz checks besides the store.
@@ -326,7 +334,10 @@ func provideHub(s *stream.Stream, log *slog.Logger) (*live.Hub, func(), error) {
 }
 
 func provideLiveEndpoints(cfg config.Config, h *live.Hub, store storage.Store, m *metrics.Metrics, log *slog.Logger) *live.Endpoints {
-	return live.NewEndpoints(h, store, live.Config{QueueSize: cfg.LiveQueueSize, ClientMessages: cfg.ClientMessages, InstanceID: cfg.InstanceID}, log, live.Counters{
+	return live.NewEndpoints(h, store, live.Config{
+		QueueSize: cfg.LiveQueueSize, ClientMessages: cfg.ClientMessages, InstanceID: cfg.InstanceID,
+		MaxSubscriptions: cfg.LiveMaxSubscriptions, MaxPatternBytes: cfg.LiveMaxPatternBytes, MaxPatternStars: cfg.LiveMaxPatternStars,
+	}, log, live.Counters{
 		Connections: func(kind string, d int) { m.LiveConnections.WithLabelValues(kind).Add(float64(d)) },
 		SlowClients: func(kind string) { m.SlowClients.WithLabelValues(kind).Inc() },
 	}, live.ScopeByRun(httpapi.RunScope), cfg.LiveMaxConnections)
@@ -334,11 +345,7 @@ func provideLiveEndpoints(cfg config.Config, h *live.Hub, store storage.Store, m
 
 func provideApp(cfg config.Config, api *httpapi.API, m *metrics.Metrics, r *router.Router, f *feed.Store, rl relayRunner,
 	hub *live.Hub, le *live.Endpoints, fl *flows.API, log *slog.Logger) *app.App {
-	api.Handle("GET /metrics", m.Handler())
-	api.Handle("/", dashboard.Handler())
-	fl.Register(api)
-	api.HandleRun("GET /v1/subscribe", http.HandlerFunc(le.SSE), nil)
-	api.HandleRun("GET /v1/ws", http.HandlerFunc(le.WS), nil)
+	app.Mount(api, m.Handler(), dashboard.Handler(), fl, le)
 	producers := []app.Runner{hub}
 	if f != nil {
 		producers = append(producers, f)
@@ -347,6 +354,7 @@ func provideApp(cfg config.Config, api *httpapi.API, m *metrics.Metrics, r *rout
 		producers = append(producers, rl)
 	}
 	a := app.New(cfg.HTTPAddr, api, log, cfg.ShutdownTimeout, r, producers...)
+	a.SetHTTP(app.HTTPConfig{ReadHeaderTimeout: cfg.HTTPReadHeaderTimeout, IdleTimeout: cfg.HTTPIdleTimeout, MaxHeaderBytes: cfg.HTTPMaxHeaderBytes})
 	a.OnShutdown(le.Shutdown)
 	return a
 }

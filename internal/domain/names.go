@@ -73,8 +73,13 @@ func FlowSubject(runID string) string { return FlowSubjectPrefix + runID }
 
 // RunIDFromSubject returns the {runId} of a subject of the form
 // "…:flow:{runId}" (such as nq:flow:abc), or "" when the subject is not a
-// flow subject.
+// flow subject. For nq:flow:{runId} it is everything after the prefix, so
+// that it is the run id FlowSubject was given even when that holds
+// ":flow:" itself (nq:flow:flow:x is run flow:x, not run x).
 func RunIDFromSubject(subject string) string {
+	if id, ok := strings.CutPrefix(subject, FlowSubjectPrefix); ok {
+		return id
+	}
 	i := strings.LastIndex(subject, ":flow:")
 	if i < 0 {
 		return ""

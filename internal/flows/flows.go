@@ -10,14 +10,13 @@
 package flows
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/nvent/nvent/internal/domain"
 	"github.com/nvent/nvent/internal/handlers"
@@ -35,18 +34,29 @@ type Store interface {
 type Config struct {
 	// MaxBodyBytes caps a request body (413 beyond it). Default 1 MiB.
 	MaxBodyBytes int64
+	// BodyTimeout bounds reading one request body. Default 30s.
+	BodyTimeout time.Duration
 	// MaxScan caps how many run documents one request of
 	// GET /v1/flows/{flowName}/runs looks at. Default 10,000.
 	MaxScan int
+	// Limits bound a run's input (MaxEventDataBytes, 413 beyond it), the
+	// page size of the lists (MaxPageSize, 400 beyond it) and the length
+	// of run ids (MaxSubjectBytes, with its nq:flow: prefix) and flow names
+	// (MaxKeyBytes). Zero fields: the defaults of domain.DefaultLimits.
+	Limits domain.Limits
 }
 
 func (c *Config) setDefaults() {
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
+	if c.BodyTimeout <= 0 {
+		c.BodyTimeout = httpapi.DefaultBodyTimeout
+	}
 	if c.MaxScan <= 0 {
 		c.MaxScan = 10_000
 	}
+	c.Limits = c.Limits.Normalize()
 }
 
 // API serves the flow and run endpoints. It is safe for concurrent use.
@@ -83,11 +93,14 @@ func (a *API) Register(mux interface {
 // run's new subject and answers 201 {"runId","event"}.
 func (a *API) startRun(w http.ResponseWriter, r *http.Request) {
 	flowName := r.PathValue("flowName")
-	if err := validateFlowName(flowName); err != nil {
+	if err := a.validateFlowName(flowName); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
 	input, err := a.readBody(w, r)
+	if err == nil {
+		err = a.cfg.Limits.CheckEventData(input)
+	}
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -110,7 +123,7 @@ func (a *API) startRun(w http.ResponseWriter, r *http.Request) {
 // caught up. 404 when the subject holds no such event.
 func (a *API) getRun(w http.ResponseWriter, r *http.Request) {
 	runID := r.PathValue("runId")
-	if err := validateRunID(runID); err != nil {
+	if err := a.validateRunID(runID); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
@@ -156,7 +169,7 @@ type page struct {
 // listRuns serves GET /v1/runs?limit=N&after=CURSOR: a page of the run
 // documents in run id order; next is absent on the last page.
 func (a *API) listRuns(w http.ResponseWriter, r *http.Request) {
-	opts, err := listOptions(r)
+	opts, err := a.listOptions(r)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -183,11 +196,11 @@ func (a *API) listRuns(w http.ResponseWriter, r *http.Request) {
 // next is absent once the collection is exhausted.
 func (a *API) listFlowRuns(w http.ResponseWriter, r *http.Request) {
 	flowName := r.PathValue("flowName")
-	if err := validateFlowName(flowName); err != nil {
+	if err := a.validateFlowName(flowName); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	opts, err := listOptions(r)
+	opts, err := a.listOptions(r)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -230,8 +243,9 @@ func (a *API) listFlowRuns(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// listOptions reads ?limit=N&after=CURSOR (limit: default 100, at most 1,000).
-func listOptions(r *http.Request) (domain.ListOptions, error) {
+// listOptions reads ?limit=N&after=CURSOR (limit: default 100; beyond
+// Limits.MaxPageSize, invalid_input).
+func (a *API) listOptions(r *http.Request) (domain.ListOptions, error) {
 	q := r.URL.Query()
 	opts := domain.ListOptions{After: q.Get("after")}
 	if s := q.Get("limit"); s != "" {
@@ -241,14 +255,23 @@ func listOptions(r *http.Request) (domain.ListOptions, error) {
 		}
 		opts.Limit = n
 	}
+	if err := a.cfg.Limits.CheckPageSize(opts.Limit); err != nil {
+		return opts, err
+	}
+	if err := a.cfg.Limits.CheckKey("cursor", opts.After); err != nil {
+		return opts, err
+	}
 	return opts.Normalize()
 }
 
-// validateFlowName applies the domain's name rules (those of subjects) to
-// a flow name.
-func validateFlowName(name string) error {
+// validateFlowName applies the domain's name rules (those of subjects) and
+// the key limit to a flow name.
+func (a *API) validateFlowName(name string) error {
 	if name == "" {
 		return domain.Errorf(domain.CodeInvalidInput, "flowName is empty")
+	}
+	if err := a.cfg.Limits.CheckKey("flowName", name); err != nil {
+		return err
 	}
 	// PrepareAppend checks an event's flowName with those rules and names
 	// the field in its message; "flow" is a valid placeholder subject.
@@ -256,10 +279,14 @@ func validateFlowName(name string) error {
 	return err
 }
 
-// validateRunID checks that runID makes a valid run subject.
-func validateRunID(runID string) error {
+// validateRunID checks that runID makes a valid run subject within the
+// subject limit.
+func (a *API) validateRunID(runID string) error {
 	if runID == "" {
 		return domain.Errorf(domain.CodeInvalidInput, "run id is empty")
+	}
+	if err := a.cfg.Limits.CheckSubject(domain.FlowSubject(runID)); err != nil {
+		return err
 	}
 	if err := domain.ValidateSubject(domain.FlowSubject(runID)); err != nil {
 		return domain.Errorf(domain.CodeInvalidInput, "run id %q does not make a valid subject: %s", runID, domain.PublicMessage(err))
@@ -270,15 +297,9 @@ func validateRunID(runID string) error {
 // readBody reads the optional JSON body: nil when empty (or white space),
 // too_large past MaxBodyBytes, invalid_input when it is not one JSON value.
 func (a *API) readBody(w http.ResponseWriter, r *http.Request) (json.RawMessage, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes))
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooLarge):
-		return nil, domain.Errorf(domain.CodeTooLarge, "request body is larger than %d bytes", a.cfg.MaxBodyBytes)
-	case err != nil:
-		return nil, domain.Wrap(domain.CodeInvalidInput, err, "error reading request body")
-	case len(bytes.TrimSpace(body)) == 0:
-		return nil, nil
+	body, err := httpapi.ReadOptionalBody(w, r, a.cfg.MaxBodyBytes, a.cfg.BodyTimeout)
+	if err != nil || body == nil {
+		return nil, err
 	}
 	data, err := domain.CompactJSON(body)
 	if err != nil {

@@ -296,3 +296,33 @@ func TestListFlowRunsBoundsTheScan(t *testing.T) {
 		t.Fatalf("pages %v", sizes)
 	}
 }
+
+// TestFlowsLimits: a run's input is event data (413 past the limit), a
+// page of runs is bounded (400 past it), and neither refusal writes.
+func TestFlowsLimits(t *testing.T) {
+	c := newClient(t, flows.Config{Limits: domain.Limits{MaxEventDataBytes: 20, MaxPageSize: 5, MaxKeyBytes: 8}})
+	under, over := `"`+strings.Repeat("x", 18)+`"`, `"`+strings.Repeat("x", 19)+`"`
+	if status, code := c.errorCode("POST", "/v1/flows/f/runs", over); status != 413 || code != "too_large" {
+		t.Errorf("input of 21 bytes: %d %s, want 413 too_large", status, code)
+	}
+	if status, code := c.errorCode("POST", "/v1/flows/"+strings.Repeat("f", 9)+"/runs", `{}`); status != 400 || code != "invalid_input" {
+		t.Errorf("flow name of 9 bytes: %d %s, want 400 invalid_input", status, code)
+	}
+	var page struct{ Items []json.RawMessage }
+	if c.do("GET", "/v1/runs", "", &page); len(page.Items) != 0 {
+		t.Fatalf("refused starts wrote %d runs", len(page.Items))
+	}
+	if status := c.do("POST", "/v1/flows/"+strings.Repeat("f", 8)+"/runs", under, nil); status != 201 {
+		t.Errorf("input of 20 bytes: %d, want 201", status)
+	}
+	for _, path := range []string{"/v1/runs?limit=5", "/v1/flows/f/runs?limit=5"} {
+		if status := c.do("GET", path, "", nil); status != 200 {
+			t.Errorf("GET %s: %d, want 200", path, status)
+		}
+	}
+	for _, path := range []string{"/v1/runs?limit=6", "/v1/flows/f/runs?limit=6"} {
+		if status, code := c.errorCode("GET", path, ""); status != 400 || code != "invalid_input" {
+			t.Errorf("GET %s: %d %s, want 400 invalid_input", path, status, code)
+		}
+	}
+}

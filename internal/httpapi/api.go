@@ -4,9 +4,11 @@ package httpapi
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,40 +25,65 @@ type Check struct {
 
 // Config holds what the API needs from the configuration.
 type Config struct {
-	// MaxBodyBytes caps a request body (413 beyond it).
+	// MaxBodyBytes caps a request body (413 beyond it). Default 1 MiB.
 	MaxBodyBytes int64
+	// BodyTimeout bounds how long reading one request body may take, so
+	// that a client trickling a body cannot hold a request open. Default 30s.
+	BodyTimeout time.Duration
 	// AuthToken, when set, is required as "Authorization: Bearer …" on /v1.
 	AuthToken string
+	// Limits bound batches, event data, names and pages (zero fields: the
+	// defaults of domain.DefaultLimits).
+	Limits domain.Limits
 }
+
+// DefaultBodyTimeout is Config.BodyTimeout when unset.
+const DefaultBodyTimeout = 30 * time.Second
 
 // API serves the HTTP endpoints. It is an http.Handler.
 type API struct {
-	store     storage.Store
-	log       *slog.Logger
-	maxBody   int64
-	token     string
-	runTokens *auth.RunTokens
-	checks    []Check
-	mux       *http.ServeMux
+	store       storage.Store
+	log         *slog.Logger
+	maxBody     int64
+	bodyTimeout time.Duration
+	limits      domain.Limits
+	token       string
+	runTokens   *auth.RunTokens
+	checks      []Check
+	mux         *http.ServeMux
+	patterns    []string
 }
 
 // New builds the API over store. checks are run by /readyz.
 func New(cfg Config, store storage.Store, log *slog.Logger, checks []Check) *API {
-	a := &API{store: store, log: log, maxBody: cfg.MaxBodyBytes, token: cfg.AuthToken, checks: checks, mux: http.NewServeMux()}
+	a := &API{store: store, log: log, maxBody: cfg.MaxBodyBytes, bodyTimeout: cfg.BodyTimeout, limits: cfg.Limits.Normalize(),
+		token: cfg.AuthToken, checks: checks, mux: http.NewServeMux()}
 	if a.token != "" {
 		a.runTokens = auth.NewRunTokens(a.token)
 	}
 	if a.maxBody <= 0 {
 		a.maxBody = 1 << 20
 	}
+	if a.bodyTimeout <= 0 {
+		a.bodyTimeout = DefaultBodyTimeout
+	}
 	a.routes()
 	return a
 }
 
+// Routes lists the pattern of every route registered on the API, in the
+// order they were registered (for tests that must cover every endpoint).
+func (a *API) Routes() []string { return slices.Clone(a.patterns) }
+
+func (a *API) handle(pattern string, h http.Handler) {
+	a.patterns = append(a.patterns, pattern)
+	a.mux.Handle(pattern, h)
+}
+
 func (a *API) routes() {
-	v1 := func(pattern string, h http.HandlerFunc) { a.mux.Handle(pattern, a.authorize(h)) }
+	v1 := func(pattern string, h http.HandlerFunc) { a.handle(pattern, a.authorize(a.checkNames(h))) }
 	v1("POST /v1/streams/{subject}/events", a.appendEvents)
-	a.mux.Handle("GET /v1/streams/{subject}/events", a.authorizeRun(http.HandlerFunc(a.readEvents), func(r *http.Request, run string) bool {
+	a.handle("GET /v1/streams/{subject}/events", a.authorizeRun(a.checkNames(http.HandlerFunc(a.readEvents)), func(r *http.Request, run string) bool {
 		return r.PathValue("subject") == domain.FlowSubject(run)
 	}))
 	v1("POST /v1/runs/{runId}/token", a.issueRunToken)
@@ -68,9 +95,11 @@ func (a *API) routes() {
 	v1("GET /v1/kv/{key}", a.getKey)
 	v1("DELETE /v1/kv/{key}", a.deleteKey)
 	v1("POST /v1/kv/{key}/incr", a.incrKey)
-	a.mux.HandleFunc("GET /healthz", a.healthz)
-	a.mux.HandleFunc("GET /readyz", a.readyz)
-	a.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+	a.handle("GET /healthz", http.HandlerFunc(a.healthz))
+	a.handle("GET /readyz", http.HandlerFunc(a.readyz))
+	// Unknown paths under /v1 take the token too: without it, nothing about
+	// the API (not even which paths exist) is told.
+	v1("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		WriteJSON(w, http.StatusNotFound, errBody(domain.CodeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path))
 	})
 }
@@ -81,14 +110,14 @@ func (a *API) Handle(pattern string, h http.Handler) {
 	if strings.Contains(pattern, "/v1/") {
 		h = a.authorize(h)
 	}
-	a.mux.Handle(pattern, h)
+	a.handle(pattern, h)
 }
 
 // HandleRun registers a handler that a run token may call as well as the
 // auth token; allowed says whether a request is within the run a token
 // allows (nil: the handler checks RunScope itself).
 func (a *API) HandleRun(pattern string, h http.Handler, allowed func(r *http.Request, run string) bool) {
-	a.mux.Handle(pattern, a.authorizeRun(h, allowed))
+	a.handle(pattern, a.authorizeRun(h, allowed))
 }
 
 // CorrelationHeader carries a request's correlation id: taken from the
@@ -143,26 +172,46 @@ func bearer(r *http.Request) string {
 	return r.URL.Query().Get("access_token")
 }
 
-func unauthorized(w http.ResponseWriter, message string) {
-	w.Header().Set("WWW-Authenticate", `Bearer realm="nvent"`)
-	WriteJSON(w, http.StatusUnauthorized, errBody(domain.CodeUnauthorized, message))
+// refuse answers a request that its token does not allow (401 for a
+// missing or bad token, 403 for a run token beyond its run) and logs the
+// refusal — with the method, path and client address, never the token.
+func (a *API) refuse(w http.ResponseWriter, r *http.Request, code domain.Code, message string) {
+	a.log.InfoContext(r.Context(), "request refused", slog.String("method", r.Method), slog.String("path", r.URL.Path),
+		slog.String("remote", r.RemoteAddr), slog.String("code", string(code)), slog.String("reason", message),
+		slog.String("correlation_id", domain.CorrelationID(r.Context())))
+	if code == domain.CodeUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="nvent"`)
+	}
+	WriteJSON(w, StatusOf(code), errBody(code, message))
+}
+
+// tokenDigest hashes a token so that comparing two digests takes the same
+// time whatever the tokens' lengths.
+func tokenDigest(tok string) []byte {
+	d := sha256.Sum256([]byte(tok))
+	return d[:]
 }
 
 // authorize requires the auth token when one is configured. The token is
-// compared in constant time and never logged.
+// compared in constant time (as SHA-256 digests, so that not even its
+// length leaks) and never logged.
 func (a *API) authorize(h http.Handler) http.Handler {
 	if a.token == "" {
 		return h
 	}
-	want := []byte(a.token)
+	want := tokenDigest(a.token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := bearer(r)
-		if subtle.ConstantTimeCompare([]byte(got), want) != 1 {
+		if subtle.ConstantTimeCompare(tokenDigest(got), want) != 1 {
 			if auth.IsRunToken(got) {
-				WriteJSON(w, http.StatusForbidden, errBody(domain.CodeForbidden, "a run token only gives access to its own run"))
+				if _, err := a.runTokens.Verify(got); err != nil {
+					a.refuse(w, r, domain.CodeUnauthorized, domain.PublicMessage(err))
+					return
+				}
+				a.refuse(w, r, domain.CodeForbidden, "a run token only gives access to its own run")
 				return
 			}
-			unauthorized(w, "missing or wrong bearer token")
+			a.refuse(w, r, domain.CodeUnauthorized, "missing or wrong bearer token")
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -194,11 +243,11 @@ func (a *API) authorizeRun(h http.Handler, allowed func(r *http.Request, run str
 		}
 		run, err := a.runTokens.Verify(got)
 		if err != nil {
-			unauthorized(w, domain.PublicMessage(err))
+			a.refuse(w, r, domain.CodeUnauthorized, domain.PublicMessage(err))
 			return
 		}
 		if allowed != nil && !allowed(r, run) {
-			WriteJSON(w, http.StatusForbidden, errBody(domain.CodeForbidden, "this run token is for another run"))
+			a.refuse(w, r, domain.CodeForbidden, "this run token is for another run")
 			return
 		}
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), runScopeKey{}, run)))

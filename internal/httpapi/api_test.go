@@ -20,6 +20,7 @@ import (
 type client struct {
 	t     *testing.T
 	srv   *httptest.Server
+	store *memory.Store
 	token string
 }
 
@@ -30,7 +31,7 @@ func newClient(t *testing.T, cfg httpapi.Config, checks ...httpapi.Check) *clien
 	api := httpapi.New(cfg, store, slog.New(slog.DiscardHandler), checks)
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
-	return &client{t: t, srv: srv}
+	return &client{t: t, srv: srv, store: store}
 }
 
 type response struct {

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"time"
 
 	"github.com/nvent/nvent/internal/domain"
 )
@@ -104,11 +107,31 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 // readOptionalBody is readBody for endpoints whose body may be left out: it
 // returns nil for an empty (or all white space) body.
 func (a *API) readOptionalBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
+	return ReadOptionalBody(w, r, a.maxBody, a.bodyTimeout)
+}
+
+// ReadOptionalBody reads r's whole body, or nil when it is empty or all
+// white space. It fails with too_large past maxBytes, and with
+// invalid_input when the body does not arrive within timeout (0: no
+// deadline) — a client that trickles its body is cut off rather than
+// holding the request open.
+func ReadOptionalBody(w http.ResponseWriter, r *http.Request, maxBytes int64, timeout time.Duration) ([]byte, error) {
+	rc := http.NewResponseController(w)
+	deadline := timeout > 0 && rc.SetReadDeadline(time.Now().Add(timeout)) == nil
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBytes))
+	if deadline && err == nil {
+		// The connection lives on after the body: lift the deadline, or the
+		// server's wait for the next request would trip on it. (After an
+		// error it stays, so that the server gives up on the rest of the
+		// body at once and closes the connection.)
+		_ = rc.SetReadDeadline(time.Time{})
+	}
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):
-		return nil, domain.Errorf(domain.CodeTooLarge, "request body is larger than %d bytes", a.maxBody)
+		return nil, domain.Errorf(domain.CodeTooLarge, "request body is larger than %d bytes", maxBytes)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, domain.Wrap(domain.CodeInvalidInput, err, fmt.Sprintf("request body did not arrive within %v", timeout))
 	case err != nil:
 		return nil, domain.Wrap(domain.CodeInvalidInput, err, "error reading request body")
 	case len(bytes.TrimSpace(body)) == 0:

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -20,28 +21,20 @@ type appendBatch struct {
 // 201 when it wrote events and 200 when every event was already stored (an
 // idempotent retry), with the stored events either way.
 func (a *API) appendEvents(w http.ResponseWriter, r *http.Request) {
+	subject := r.PathValue("subject")
 	body, err := a.readBody(w, r)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	var probe map[string]json.RawMessage
-	if err := json.Unmarshal(body, &probe); err != nil {
-		a.writeError(w, r, domain.Wrap(domain.CodeInvalidInput, err, "request body must be a JSON object: "+err.Error()))
-		return
-	}
 	var batch appendBatch
-	if _, ok := probe["events"]; ok {
-		err = decodeStrict(body, &batch, true)
-	} else {
-		batch.Events = make([]domain.NewEvent, 1)
-		err = decodeStrict(body, &batch.Events[0], true)
+	if err == nil {
+		batch, err = decodeAppend(body)
+	}
+	if err == nil {
+		err = a.limits.CheckEvents(batch.Events)
 	}
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	res, err := a.store.Append(r.Context(), r.PathValue("subject"), batch.Events, domain.AppendOptions{ExpectedSeq: batch.ExpectedSeq})
+	res, err := a.store.Append(r.Context(), subject, batch.Events, domain.AppendOptions{ExpectedSeq: batch.ExpectedSeq})
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -51,6 +44,33 @@ func (a *API) appendEvents(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusOK
 	}
 	WriteJSON(w, status, map[string]any{"events": res.Events})
+}
+
+// decodeAppend decodes the body of POST /v1/streams/{subject}/events: one
+// event, or {"events":[…],"expectedSeq":N} (an object with an "events"
+// key). Anything else — not one JSON object, an unknown field, a field of
+// the wrong type — is invalid_input. It checks the shape only; the events
+// themselves are the store's to validate.
+func decodeAppend(body []byte) (appendBatch, error) {
+	var probe map[string]json.RawMessage
+	if err := json.Unmarshal(body, &probe); err != nil {
+		return appendBatch{}, domain.Wrap(domain.CodeInvalidInput, err, "request body must be a JSON object: "+err.Error())
+	}
+	if probe == nil {
+		return appendBatch{}, domain.Errorf(domain.CodeInvalidInput, "request body must be a JSON object, not null")
+	}
+	var batch appendBatch
+	var err error
+	if _, ok := probe["events"]; ok {
+		err = decodeStrict(body, &batch, true)
+	} else {
+		batch.Events = make([]domain.NewEvent, 1)
+		err = decodeStrict(body, &batch.Events[0], true)
+	}
+	if err != nil {
+		return appendBatch{}, err
+	}
+	return batch, nil
 }
 
 // readEvents serves GET /v1/streams/{subject}/events?after=&before=&limit=&types=a,b&order=asc|desc.
@@ -163,13 +183,14 @@ func (a *API) deleteDocument(w http.ResponseWriter, r *http.Request) {
 }
 
 // listDocuments serves GET /v1/docs/{collection}?after=CURSOR&limit=N.
+// limit beyond the largest page is invalid_input.
 func (a *API) listDocuments(w http.ResponseWriter, r *http.Request) {
-	limit, err := intParam(r.URL.Query().Get("limit"), "limit")
+	opts, err := a.ListOptions(r)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	page, err := a.store.ListDocuments(r.Context(), r.PathValue("collection"), domain.ListOptions{After: r.URL.Query().Get("after"), Limit: int(limit)})
+	page, err := a.store.ListDocuments(r.Context(), r.PathValue("collection"), opts)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -245,4 +266,50 @@ func (a *API) incrKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	WriteJSON(w, http.StatusOK, e)
+}
+
+// ListOptions reads ?limit=N&after=CURSOR of a page of documents (limit:
+// default 100; beyond the largest page, invalid_input), with the cursor
+// held to the key limit.
+func (a *API) ListOptions(r *http.Request) (domain.ListOptions, error) {
+	q := r.URL.Query()
+	limit, err := intParam(q.Get("limit"), "limit")
+	if err != nil {
+		return domain.ListOptions{}, err
+	}
+	if err := a.limits.CheckPageSize(int(min(limit, math.MaxInt32))); err != nil {
+		return domain.ListOptions{}, err
+	}
+	opts := domain.ListOptions{After: q.Get("after"), Limit: int(limit)}
+	if err := a.limits.CheckKey("cursor", opts.After); err != nil {
+		return domain.ListOptions{}, err
+	}
+	return opts.Normalize()
+}
+
+// pathNames are the path values that name something in the store, and what
+// the limits call them.
+var pathNames = []struct{ value, kind string }{
+	{"subject", "subject"}, {"collection", "collection"}, {"id", "document id"}, {"key", "key"},
+}
+
+// checkNames holds the names in a request's path (subject, collection,
+// document id, key) to the configured limits before h sees the request.
+func (a *API) checkNames(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, n := range pathNames {
+			v := r.PathValue(n.value)
+			var err error
+			if n.value == "subject" {
+				err = a.limits.CheckSubject(v)
+			} else {
+				err = a.limits.CheckKey(n.kind, v)
+			}
+			if err != nil {
+				a.writeError(w, r, err)
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -138,6 +138,10 @@ func (e *Endpoints) SSE(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, e.log, err)
 		return
 	}
+	if _, err := e.cfg.compile(t.topic); err != nil {
+		httpapi.WriteError(w, r, e.log, err)
+		return
+	}
 	if err := e.admit("sse"); err != nil {
 		httpapi.WriteError(w, r, e.log, err)
 		return
@@ -259,8 +263,25 @@ type clientMessage struct {
 	AfterSeq int64  `json:"afterSeq,omitempty"`
 }
 
-// maxClientMessage caps what a WebSocket client may send in one message.
+// maxClientMessage caps what a WebSocket client may send in one message
+// (more when the pattern limit needs it); a larger message ends the
+// connection.
 const maxClientMessage = 4096
+
+// readLimit is the largest WebSocket message a client may send: room for
+// the longest pattern it may subscribe to.
+func (c Config) readLimit() int64 { return int64(max(maxClientMessage, c.MaxPatternBytes+1024)) }
+
+// decodeClientMessage parses one WebSocket message from a client. Anything
+// that is not a JSON object of the protocol's shape comes back as type
+// "invalid", which is answered with an error while the connection goes on.
+func decodeClientMessage(b []byte) clientMessage {
+	var m clientMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return clientMessage{Type: "invalid"}
+	}
+	return m
+}
 
 // WS serves GET /v1/ws: the client sends subscribe (by topic, or by runId
 // with afterSeq), unsubscribe and ping; the server answers history (a run's
@@ -276,7 +297,7 @@ func (e *Endpoints) WS(w http.ResponseWriter, r *http.Request) {
 		return // Accept answered the client already
 	}
 	defer c.CloseNow()
-	c.SetReadLimit(maxClientMessage)
+	c.SetReadLimit(e.cfg.readLimit())
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	// Writes stop at once when the client turns out too slow, even one that
@@ -307,12 +328,8 @@ func (e *Endpoints) WS(w http.ResponseWriter, r *http.Request) {
 				readErr <- err
 				return
 			}
-			var m clientMessage
-			if err := json.Unmarshal(b, &m); err != nil {
-				m = clientMessage{Type: "invalid"} // answered with an error; the connection goes on
-			}
 			select {
-			case cmds <- m:
+			case cmds <- decodeClientMessage(b):
 			case <-ctx.Done():
 				return
 			}
@@ -339,7 +356,7 @@ func (e *Endpoints) WS(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case m := <-cmds:
-			if err := e.command(ctx, r, s, out, m); err != nil {
+			if err := e.command(ctx, r, s, out.send, m); err != nil {
 				return
 			}
 		case q := <-s.queue:
@@ -354,15 +371,18 @@ func (e *Endpoints) WS(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// command carries out one client message; an error ends the connection.
-func (e *Endpoints) command(ctx context.Context, r *http.Request, s *session, out *wsSink, m clientMessage) error {
+// command carries out one client message, answering it with send (after
+// the history a subscription sends through the session); an error from
+// send ends the connection. A message that cannot be carried out is
+// answered with an error message, and the connection goes on.
+func (e *Endpoints) command(ctx context.Context, r *http.Request, s *session, send func(any) error, m clientMessage) error {
 	fail := func(err error) error {
-		return out.send(map[string]any{"type": "error", "code": domain.ErrorCode(err), "message": domain.PublicMessage(err)})
+		return send(map[string]any{"type": "error", "code": domain.ErrorCode(err), "message": domain.PublicMessage(err)})
 	}
 	t := target{topic: m.Topic, runID: m.RunID, afterSeq: m.AfterSeq}
 	switch m.Type {
 	case "ping":
-		return out.send(map[string]any{"type": "pong"})
+		return send(map[string]any{"type": "pong"})
 	case "subscribe":
 		if (t.topic == "") == (t.runID == "") {
 			return fail(domain.Errorf(domain.CodeInvalidInput, "subscribe takes a topic or a runId"))
@@ -379,10 +399,10 @@ func (e *Endpoints) command(ctx context.Context, r *http.Request, s *session, ou
 		} else {
 			ack["topic"] = t.topic
 		}
-		return out.send(ack)
+		return send(ack)
 	case "unsubscribe":
 		s.unsubscribe(t)
-		return out.send(map[string]any{"type": "unsubscribed", "topic": t.topic, "runId": t.runID})
+		return send(map[string]any{"type": "unsubscribed", "topic": t.topic, "runId": t.runID})
 	case "invalid":
 		return fail(domain.Errorf(domain.CodeInvalidInput, "messages must be JSON objects such as {\"type\":\"subscribe\",\"runId\":\"…\",\"afterSeq\":0}"))
 	}

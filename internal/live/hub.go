@@ -20,6 +20,7 @@ package live
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -56,11 +57,28 @@ func (h *Hub) Run(ctx context.Context) error {
 	for msg := range msgs {
 		m, err := stream.FromWatermill(msg)
 		msg.Ack()
+		if err == nil {
+			err = deliverable(m)
+		}
 		if err != nil {
 			h.log.Warn("undecodable stream message skipped", slog.String("message", msg.UUID), slog.Any("error", err))
 			continue
 		}
 		h.fanOut(m)
+	}
+	return nil
+}
+
+// deliverable checks what every connection will need to send m on:
+// anyone who can write to the stream can put any message there, and one
+// that a connection could not encode would end every connection that
+// follows its topic.
+func deliverable(m stream.Message) error {
+	switch {
+	case m.EventID == "":
+		return errors.New("the message has no event id")
+	case m.Timestamp.IsZero():
+		return errors.New("the message has no timestamp")
 	}
 	return nil
 }

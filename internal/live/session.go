@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -28,21 +29,44 @@ type Config struct {
 	// subscriptions then follow client:flow:{runId}, otherwise the
 	// store-sync appends of the run's subject.
 	ClientMessages bool
-	// MaxSubscriptions caps the subscriptions of one connection. Default 100.
+	// MaxSubscriptions caps the subscriptions of one connection; one more
+	// is refused with too_large. Default 100.
 	MaxSubscriptions int
+	// MaxPatternBytes caps the topic or pattern of a subscription; a longer
+	// one is refused with invalid_input. Default 512.
+	MaxPatternBytes int
+	// MaxPatternStars caps the '*' of a pattern; more are refused with
+	// invalid_input. Default 16. (Matching is linear in the topic's length
+	// whatever the pattern; this bounds the work a connection can ask of
+	// every message that reaches the instance.)
+	MaxPatternStars int
 	// InstanceID stamps the messages made from store history.
 	InstanceID string
 }
 
+// Defaults of Config.
+const (
+	DefaultQueueSize        = 256
+	DefaultMaxSubscriptions = 100
+	DefaultMaxPatternBytes  = 512
+	DefaultMaxPatternStars  = 16
+)
+
 func (c *Config) setDefaults() {
 	if c.QueueSize <= 0 {
-		c.QueueSize = 256
+		c.QueueSize = DefaultQueueSize
 	}
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = 15 * time.Second
 	}
 	if c.MaxSubscriptions <= 0 {
-		c.MaxSubscriptions = 100
+		c.MaxSubscriptions = DefaultMaxSubscriptions
+	}
+	if c.MaxPatternBytes <= 0 {
+		c.MaxPatternBytes = DefaultMaxPatternBytes
+	}
+	if c.MaxPatternStars <= 0 {
+		c.MaxPatternStars = DefaultMaxPatternStars
 	}
 }
 
@@ -111,8 +135,17 @@ func (s *session) close() {
 	s.subs = nil
 }
 
-// maxPattern is the longest topic or pattern a client may follow.
-const maxPattern = 512
+// compile compiles the topic or pattern a client asks to follow, within
+// the length and '*' limits.
+func (c Config) compile(topic string) (stream.Pattern, error) {
+	if len(topic) > c.MaxPatternBytes {
+		return stream.Pattern{}, domain.Errorf(domain.CodeInvalidInput, "topic pattern is %d bytes long; the limit is %d", len(topic), c.MaxPatternBytes)
+	}
+	if n := strings.Count(topic, "*"); n > c.MaxPatternStars {
+		return stream.Pattern{}, domain.Errorf(domain.CodeInvalidInput, "topic pattern holds %d '*'; the limit is %d", n, c.MaxPatternStars)
+	}
+	return stream.CompilePattern(topic)
+}
 
 // target is what a client asks to follow.
 type target struct {
@@ -141,7 +174,7 @@ func subjectOf(topic string) string {
 // store, so that nothing falls between the two.
 func (s *session) subscribe(ctx context.Context, t target) (*subscription, error) {
 	if len(s.subs) >= s.cfg.MaxSubscriptions {
-		return nil, domain.Errorf(domain.CodeTooLarge, "a connection may hold %d subscriptions", s.cfg.MaxSubscriptions)
+		return nil, domain.Errorf(domain.CodeTooLarge, "this connection holds %d subscriptions, the most it may; unsubscribe from one first", s.cfg.MaxSubscriptions)
 	}
 	if t.afterSeq < 0 {
 		return nil, domain.Errorf(domain.CodeInvalidInput, "afterSeq must not be negative")
@@ -160,10 +193,7 @@ func (s *session) subscribe(ctx context.Context, t target) (*subscription, error
 	} else {
 		sub.subject = subjectOf(topic)
 	}
-	if len(topic) > maxPattern {
-		return nil, domain.Errorf(domain.CodeInvalidInput, "topic pattern is %d bytes long; the limit is %d", len(topic), maxPattern)
-	}
-	p, err := stream.CompilePattern(topic)
+	p, err := s.cfg.compile(topic)
 	if err != nil {
 		return nil, err
 	}
@@ -172,10 +202,17 @@ func (s *session) subscribe(ctx context.Context, t target) (*subscription, error
 	s.subs = append(s.subs, sub)
 	if sub.resumable() {
 		if err := s.catchUp(ctx, sub, 0); err != nil {
+			s.drop(sub) // a subscription that failed holds nothing
 			return nil, err
 		}
 	}
 	return sub, nil
+}
+
+// drop removes one subscription.
+func (s *session) drop(sub *subscription) {
+	s.hub.remove(sub)
+	s.subs = slices.DeleteFunc(s.subs, func(x *subscription) bool { return x == sub })
 }
 
 // unsubscribe stops the subscriptions that match t.

@@ -227,13 +227,23 @@ func decodeTimestamp(raw json.RawMessage) (time.Time, error) {
 		if err != nil {
 			return time.Time{}, &DecodeError{Reason: "invalid timestamp", Err: err}
 		}
-		return t.UTC(), nil
+		return checkTimestamp(t.UTC())
 	}
 	ms, err := strconv.ParseInt(string(raw), 10, 64)
 	if err != nil {
 		return time.Time{}, &DecodeError{Reason: "invalid timestamp", Err: err}
 	}
-	return time.UnixMilli(ms).UTC(), nil
+	return checkTimestamp(time.UnixMilli(ms).UTC())
+}
+
+// checkTimestamp refuses the zero time and years outside 1…9999: Encode
+// refuses the one, and RFC 3339 cannot write the others, so a message
+// carrying them could be decoded but never passed on.
+func checkTimestamp(t time.Time) (time.Time, error) {
+	if t.IsZero() || t.Year() < 1 || t.Year() > 9999 {
+		return time.Time{}, &DecodeError{Reason: "invalid timestamp", Err: fmt.Errorf("%v is out of range", t)}
+	}
+	return t, nil
 }
 
 // MarshalJSON renders m with Encode.
@@ -282,7 +292,9 @@ func FromWatermill(msg *message.Message) (Message, error) {
 	if err != nil {
 		return Message{}, fmt.Errorf("error reading timestamp metadata of message %s: %w", msg.UUID, err)
 	}
-	m.Timestamp = ts.UTC()
+	if m.Timestamp, err = checkTimestamp(ts.UTC()); err != nil {
+		return Message{}, fmt.Errorf("error reading timestamp metadata of message %s: %w", msg.UUID, err)
+	}
 	if err := ValidateTopic(m.Topic); err != nil {
 		return Message{}, fmt.Errorf("error reading topic metadata of message %s: %w", msg.UUID, err)
 	}

@@ -49,27 +49,43 @@ func (p Pattern) String() string { return p.raw }
 // Literal reports whether p holds no '*' and so matches only itself.
 func (p Pattern) Literal() bool { return len(p.parts) == 1 }
 
+// Stars returns how many '*' p holds.
+func (p Pattern) Stars() int { return max(len(p.parts)-1, 0) }
+
 // Match reports whether topic matches p.
 func (p Pattern) Match(topic string) bool {
+	ok, _ := p.match(topic)
+	return ok
+}
+
+// match is Match that also returns how many byte comparisons it made: at
+// most 2·len(topic) + len(pattern), whatever the pattern (the tests hold it
+// to that).
+func (p Pattern) match(topic string) (ok bool, ops int) {
 	if len(p.parts) == 0 {
-		return false
+		return false, 0
 	}
 	if len(p.parts) == 1 {
-		return topic == p.raw
+		return topic == p.raw, min(len(topic), len(p.raw))
 	}
 	first, last := p.parts[0], p.parts[len(p.parts)-1]
-	if len(topic) < len(first)+len(last) || !strings.HasPrefix(topic, first) || !strings.HasSuffix(topic, last) {
-		return false
+	if len(topic) < len(first)+len(last) {
+		return false, 0
+	}
+	ops = len(first) + len(last)
+	if !strings.HasPrefix(topic, first) || !strings.HasSuffix(topic, last) {
+		return false, ops
 	}
 	rest := topic[len(first) : len(topic)-len(last)]
 	for i, mid := range p.parts[1 : len(p.parts)-1] {
-		end := kmpIndexEnd(rest, mid, p.fail[i])
+		end, n := kmpIndexEnd(rest, mid, p.fail[i])
+		ops += n
 		if end < 0 {
-			return false
+			return false, ops
 		}
 		rest = rest[end:]
 	}
-	return true
+	return true, ops
 }
 
 // kmpTable returns the KMP failure function of needle: for each prefix length
@@ -90,22 +106,25 @@ func kmpTable(needle string) []int {
 }
 
 // kmpIndexEnd returns the index just past the leftmost occurrence of needle
-// in s, or -1.
-func kmpIndexEnd(s, needle string, fail []int) int {
+// in s, or -1, and the number of byte comparisons it made (at most 2·i for
+// the i bytes of s it read).
+func kmpIndexEnd(s, needle string, fail []int) (end, ops int) {
 	if needle == "" {
-		return 0
+		return 0, 0
 	}
 	k := 0
 	for i := 0; i < len(s); i++ {
 		for k > 0 && s[i] != needle[k] {
 			k = fail[k-1]
+			ops++
 		}
+		ops++
 		if s[i] == needle[k] {
 			k++
 		}
 		if k == len(needle) {
-			return i + 1
+			return i + 1, ops
 		}
 	}
-	return -1
+	return -1, ops
 }

@@ -1,10 +1,10 @@
 package stream
 
 import (
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf8"
 )
 
@@ -49,30 +49,60 @@ func TestMatch(t *testing.T) {
 	}
 }
 
-// TestMatchIsLinear runs patterns that make backtracking matchers take
-// quadratic or exponential time against a long topic.
-func TestMatchIsLinear(t *testing.T) {
-	topic := strings.Repeat("a", 200_000)
-	patterns := []string{
+// pathological returns patterns that make backtracking matchers take
+// quadratic or exponential time against a long run of one byte.
+func pathological(n int) []string {
+	return []string{
 		strings.Repeat("*a", 1000) + "*b",
 		"*" + strings.Repeat("a", 5000) + "b*",
 		strings.Repeat("a*", 3000) + "b",
-		"*" + strings.Repeat("a", 199_999) + "b",
+		"*" + strings.Repeat("a", n-1) + "b",
+		strings.Repeat("*", 5000),
+		strings.Repeat("*ab", 2000) + "*",
+		"*" + strings.Repeat("aaab*", 500),
 	}
-	for _, s := range patterns {
+}
+
+// TestMatchIsLinear counts the byte comparisons of pathological patterns
+// (thousands of '*', long literal pieces) against topics of up to a
+// megabyte: never more than 2·len(topic) + len(pattern), so the work grows
+// linearly with the topic whatever the pattern. A backtracking matcher
+// makes about len(topic)² comparisons on the same inputs. (That the
+// answers are right is FuzzMatch's and TestMatch's to show.)
+func TestMatchIsLinear(t *testing.T) {
+	for _, n := range []int{1 << 10, 1 << 16, 1 << 20} {
+		topics := []string{strings.Repeat("a", n), strings.Repeat("ab", n/2), strings.Repeat("aaab", n/4) + "x"}
+		for _, s := range pathological(min(n, 200_000)) {
+			p, err := CompilePattern(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, topic := range topics {
+				_, ops := p.match(topic)
+				if bound := 2*len(topic) + len(s); ops > bound {
+					t.Errorf("pattern of %d bytes, %d stars, topic of %d bytes: %d comparisons, more than %d", len(s), p.Stars(), len(topic), ops, bound)
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkMatchPathological reports ns/op and bytes of topic per second
+// for the worst patterns on a 1 MiB topic; run it at -benchtime=1x and
+// 10x to see the time per topic byte stay flat.
+func BenchmarkMatchPathological(b *testing.B) {
+	topic := strings.Repeat("a", 1<<20)
+	for i, s := range pathological(200_000) {
 		p, err := CompilePattern(s)
 		if err != nil {
-			t.Fatal(err)
+			b.Fatal(err)
 		}
-		start := time.Now()
-		if p.Match(topic) {
-			t.Errorf("pattern of %d bytes matched", len(s))
-		}
-		// Linear work here is well under a millisecond; a quadratic matcher
-		// needs seconds to minutes.
-		if d := time.Since(start); d > time.Second {
-			t.Errorf("pattern of %d bytes took %v", len(s), d)
-		}
+		b.Run(fmt.Sprintf("pattern%d-%dstars", i, p.Stars()), func(b *testing.B) {
+			b.SetBytes(int64(len(topic)))
+			for b.Loop() {
+				p.Match(topic)
+			}
+		})
 	}
 }
 
@@ -104,8 +134,16 @@ func FuzzMatch(f *testing.F) {
 		if pattern == "" || len(pattern) > 64 || len(topic) > 128 || !utf8.ValidString(pattern) || !utf8.ValidString(topic) {
 			t.Skip()
 		}
-		if got, want := Match(pattern, topic), referenceMatch(pattern, topic); got != want {
+		p, err := CompilePattern(pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ops := p.match(topic)
+		if want := referenceMatch(pattern, topic); got != want {
 			t.Fatalf("Match(%q, %q) = %v, reference says %v", pattern, topic, got, want)
+		}
+		if bound := 2*len(topic) + len(pattern); ops > bound {
+			t.Fatalf("Match(%q, %q) made %d comparisons, more than %d", pattern, topic, ops, bound)
 		}
 	})
 }
