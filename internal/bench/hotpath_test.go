@@ -47,8 +47,8 @@ func BenchmarkChangeEncode(b *testing.B) {
 	}
 }
 
-// BenchmarkChangeDecode is what each of the coordinator's handlers does per
-// bus message (store-sync and flow-events both decode every change).
+// BenchmarkChangeDecode is what the coordinator's handler does once per bus
+// message.
 func BenchmarkChangeDecode(b *testing.B) {
 	e := benchEvent()
 	msg, err := bus.Change{Kind: bus.KindAppend, ID: e.ID, Event: &e, At: e.TS}.Message()
@@ -63,22 +63,8 @@ func BenchmarkChangeDecode(b *testing.B) {
 	}
 }
 
-// BenchmarkStoreSyncEncode is the coordinator's store-sync message for an
-// append: the data object, then the stream message.
-func BenchmarkStoreSyncEncode(b *testing.B) {
-	e := benchEvent()
-	b.ReportAllocs()
-	for b.Loop() {
-		data, err := json.Marshal(map[string]any{"subject": e.Subject, "event": &e})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := stream.Encode(stream.Message{Type: "store.append", Topic: "store-sync:append:" + e.Subject,
-			Data: data, Timestamp: e.TS, InstanceID: "bench", EventID: e.ID}); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
+// The coordinator's own encoding (data + stream message) is measured where
+// it lives: BenchmarkStoreSyncMessage in internal/handlers.
 
 // BenchmarkStreamDecode is what every consumer does per stream entry.
 func BenchmarkStreamDecode(b *testing.B) {
@@ -131,15 +117,15 @@ func BenchmarkWatermillTraceDisabled(b *testing.B) {
 }
 
 // BenchmarkBusBatch publishes a relay-sized batch (500 messages) on the bus
-// to two handlers that only acknowledge (the coordinator has two: store-sync
-// and flow-events): the bus's own cost per event, without the stream.
+// to one handler that only acknowledges (the coordinator is one handler):
+// the bus's own cost per event, without the stream.
 func BenchmarkBusBatch(b *testing.B) {
 	bs, cleanup, err := bus.New(watermill.NopLogger{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer cleanup()
-	for range 2 {
+	for range 1 {
 		msgs, err := bs.Subscribe(context.Background(), bus.Topic)
 		if err != nil {
 			b.Fatal(err)
