@@ -280,7 +280,10 @@ func TestWebSocketResumesAndAnswersBadMessages(t *testing.T) {
 
 func TestASlowClientIsCutWithoutSlowingAFastOne(t *testing.T) {
 	env, _, _ := clusterEnv(t)
-	env = append(env, "NVENT_LIVE_QUEUE_SIZE=64")
+	// A queue well above one stream read (up to 256 entries arrive at
+	// once) so that the fast client, reading as fast as this process can,
+	// is never the one cut; the slow one falls 4,000 events behind.
+	env = append(env, "NVENT_LIVE_QUEUE_SIZE=512")
 	dir := t.TempDir()
 	p := Serve(t, bin, dir, env...)
 	fast := dialWS(t, p.URL+"/v1/ws")

@@ -116,7 +116,15 @@ func (s *Store) SetKey(ctx context.Context, key string, value json.RawMessage, t
 	}
 	x := ""
 	if exp != nil {
-		x = strconv.FormatInt(exp.UnixMilli(), 10)
+		// Redis keeps milliseconds: round up, so that a key never expires
+		// before its TTL.
+		ms := exp.UnixMilli()
+		if exp.After(time.UnixMilli(ms)) {
+			ms++
+		}
+		up := time.UnixMilli(ms).UTC()
+		exp = &up
+		x = strconv.FormatInt(ms, 10)
 	}
 	err = s.scripts.setKey.Run(ctx, s.client, []string{s.keys.kv(key), s.keys.outbox()},
 		string(v), x, domain.NewID(), key, now.UnixMilli(), domain.CorrelationID(ctx)).Err()
