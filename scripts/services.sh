@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure what the tests need is there: PostgreSQL (with a `test`
-# database) and Redis up, and Chromium installed (for the browser test);
-# the services on the addresses NVENT_TEST_POSTGRES_URL and
-# NVENT_TEST_REDIS_URL name (defaults: 127.0.0.1:5432 and :6379).
+# database), Redis, NATS (with JetStream) and RabbitMQ up, and Chromium
+# installed (for the browser test); the services on the addresses
+# NVENT_TEST_POSTGRES_URL, NVENT_TEST_REDIS_URL, NVENT_TEST_NATS_URL and
+# NVENT_TEST_AMQP_URL name (defaults: 127.0.0.1:5432, :6379, :4222, :5672).
 # It starts a local service that is installed but stopped, or uses
 # `docker compose up -d` where a Docker engine runs; otherwise it fails and
 # says what is missing. Safe to run again: it leaves running services alone.
@@ -12,18 +13,22 @@ PG_HOST=${NVENT_TEST_PG_HOST:-127.0.0.1}
 PG_PORT=${NVENT_TEST_PG_PORT:-5432}
 REDIS_HOST=${NVENT_TEST_REDIS_HOST:-127.0.0.1}
 REDIS_PORT=${NVENT_TEST_REDIS_PORT:-6379}
+NATS_HOST=${NVENT_TEST_NATS_HOST:-127.0.0.1}
+NATS_PORT=${NVENT_TEST_NATS_PORT:-4222}
+AMQP_HOST=${NVENT_TEST_AMQP_HOST:-127.0.0.1}
+AMQP_PORT=${NVENT_TEST_AMQP_PORT:-5672}
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 say() { printf 'services: %s\n' "$*" >&2; }
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
-wait_port() { # host port name
-	for _ in $(seq 1 60); do
+wait_port() { # host port name [seconds, default 30]
+	for _ in $(seq 1 $((${4:-30} * 2))); do
 		port_open "$1" "$2" && return 0
 		sleep 0.5
 	done
-	say "$3 did not come up on $1:$2 within 30s"
+	say "$3 did not come up on $1:$2 within ${4:-30}s"
 	return 1
 }
 
@@ -78,6 +83,44 @@ ensure_redis() {
 	say "Redis is up on $REDIS_HOST:$REDIS_PORT"
 }
 
+ensure_nats() {
+	if ! port_open "$NATS_HOST" "$NATS_PORT"; then
+		if [ -x /usr/sbin/nats-server ] && command -v start-stop-daemon >/dev/null 2>&1; then
+			say "starting a local nats-server with JetStream"
+			mkdir -p /var/lib/nats-server 2>/dev/null || true
+			start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+				-a 127.0.0.1 -p "$NATS_PORT" -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+		elif docker_engine; then
+			say "starting NATS with docker compose"
+			docker compose -f "$here/docker-compose.yml" --profile brokers up -d nats
+		else
+			say "NATS is not reachable on $NATS_HOST:$NATS_PORT and neither nats-server nor a Docker engine is available to start it."
+			say "Install NATS 2.9+ (apt-get install nats-server) or point NVENT_TEST_NATS_URL at a server with JetStream."
+			exit 1
+		fi
+		wait_port "$NATS_HOST" "$NATS_PORT" NATS
+	fi
+	say "NATS is up on $NATS_HOST:$NATS_PORT"
+}
+
+ensure_rabbitmq() {
+	if ! port_open "$AMQP_HOST" "$AMQP_PORT"; then
+		if command -v rabbitmq-server >/dev/null 2>&1; then
+			say "starting a local rabbitmq-server"
+			rabbitmq-server -detached
+		elif docker_engine; then
+			say "starting RabbitMQ with docker compose"
+			docker compose -f "$here/docker-compose.yml" --profile brokers up -d rabbitmq
+		else
+			say "RabbitMQ is not reachable on $AMQP_HOST:$AMQP_PORT and neither rabbitmq-server nor a Docker engine is available to start it."
+			say "Install RabbitMQ 3.8+ (apt-get install rabbitmq-server) or point NVENT_TEST_AMQP_URL at a broker."
+			exit 1
+		fi
+		wait_port "$AMQP_HOST" "$AMQP_PORT" RabbitMQ 90 # the Erlang VM boots slowly
+	fi
+	say "RabbitMQ is up on $AMQP_HOST:$AMQP_PORT"
+}
+
 # The dashboard's browser test drives Debian's Chromium.
 ensure_chromium() {
 	if [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1; then
@@ -94,4 +137,6 @@ ensure_chromium() {
 
 ensure_postgres
 ensure_redis
+ensure_nats
+ensure_rabbitmq
 ensure_chromium

@@ -3,17 +3,25 @@ package stream
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nvent/nvent/internal/stream/streamtest"
+	"github.com/nvent/nvent/internal/testenv"
 )
 
 // This file is the contract suite of the stream layer: every test runs
@@ -23,19 +31,34 @@ const waitFor = 15 * time.Second
 
 var testLogger = watermill.NopLogger{}
 
-var backendKinds = []string{BackendMemory, BackendRedis}
+var backendKinds = []string{BackendMemory, BackendRedis, BackendNATS, BackendAMQP, BackendPostgres}
 
 // env is one isolated deployment of a backend: a Memory of its own, or a
-// Redis key prefix of its own (deleted when the test ends).
+// key prefix of its own on the shared Redis, NATS or RabbitMQ (whose keys,
+// streams, exchanges and queues are deleted when the test ends), or a
+// Postgres schema of its own (dropped when the test ends).
 type env struct {
+	kind   string
 	layout Layout
 	mem    *Memory
 	url    string
+	schema string // Postgres
+	// shared, when set (see share), is the backend of every instance.
+	shared Backend
+}
+
+// opts tunes one simulated process. ackWait is how long a message of a
+// competing group stays with a member that received it and vanished before
+// another member gets it: Redis MaxIdleTime (claimed every ackWait/3),
+// NATS AckWait, Postgres AckDeadline. AMQP gives it back as soon as the
+// member's channel closes.
+type opts struct {
+	ackWait time.Duration
 }
 
 func newEnv(t *testing.T, kind string) *env {
 	t.Helper()
-	e := &env{}
+	e := &env{kind: kind}
 	switch kind {
 	case BackendMemory:
 		e.mem = NewMemory(testLogger)
@@ -43,6 +66,17 @@ func newEnv(t *testing.T, kind string) *env {
 	case BackendRedis:
 		e.url = streamtest.RedisURL(t)
 		e.layout.KeyPrefix = streamtest.KeyPrefix(t, e.url)
+	case BackendNATS:
+		e.url = testenv.NATSURL(t)
+		e.layout.KeyPrefix = "nvent-test-" + watermill.NewShortUUID() + ":"
+		t.Cleanup(func() { e.deleteNATSStreams(t) })
+	case BackendAMQP:
+		e.url = testenv.AMQPURL(t)
+		e.layout.KeyPrefix = "nvent-test-" + watermill.NewShortUUID() + ":"
+	case BackendPostgres:
+		e.url, e.schema = testenv.PostgresSchema(t)
+	default:
+		t.Fatalf("unknown backend %q", kind)
 	}
 	e.layout.setDefaults()
 	return e
@@ -59,28 +93,78 @@ func forEachBackend(t *testing.T, f func(t *testing.T, kind string)) {
 }
 
 // backend returns the backend of one simulated process: the env's Memory, or
-// a Redis of its own (own clients) on the env's server.
-func (e *env) backend(t *testing.T, rc RedisConfig) Backend {
+// a backend of its own (own connections) on the env's server.
+func (e *env) backend(t *testing.T, o opts) Backend {
 	t.Helper()
-	if e.mem != nil {
+	if e.shared != nil {
+		return e.shared
+	}
+	var b Backend
+	var err error
+	switch e.kind {
+	case BackendMemory:
 		return e.mem
+	case BackendRedis:
+		rc := RedisConfig{URL: e.url, BlockTime: 100 * time.Millisecond, MaxIdleTime: o.ackWait, ClaimInterval: o.ackWait / 3}
+		b, err = NewRedis(rc, testLogger)
+	case BackendNATS:
+		b, err = NewNATS(NATSConfig{URL: e.url, AckWait: o.ackWait}, testLogger)
+	case BackendAMQP:
+		var a *AMQP
+		if a, err = NewAMQP(AMQPConfig{URL: e.url}, testLogger); err == nil {
+			// Runs after the cleanups registered later (publishers, subscribers).
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				if err := a.forgetDeclared(ctx); err != nil {
+					t.Errorf("error deleting the test's exchanges and queues: %v", err)
+				}
+			})
+		}
+		b = a
+	case BackendPostgres:
+		b, err = NewPostgres(PostgresConfig{URL: e.url, Schema: e.schema, AckDeadline: o.ackWait}, testLogger)
 	}
-	rc.URL = e.url
-	if rc.BlockTime == 0 {
-		rc.BlockTime = 100 * time.Millisecond
-	}
-	r, err := NewRedis(rc, testLogger)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = r.Close() })
-	return r
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// share makes every later instance use one backend, as one process with
+// many publishers and subscribers: suites that build dozens of instances
+// stay within Postgres' connection limit so.
+func (e *env) share(t *testing.T, o opts) {
+	t.Helper()
+	e.shared = e.backend(t, o)
+}
+
+// waitForQueue waits until an AMQP queue exists.
+func (e *env) waitForQueue(t *testing.T, name string) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := e.amqpChannel(t, func(ch *amqp.Channel) error {
+			_, err := ch.QueueDeclarePassive(name, true, false, false, false, nil)
+			return err
+		})
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue %s not declared again within %v: %v", name, waitFor, err)
+		}
+		<-tick.C
+	}
 }
 
 // instance simulates one nvent process attached to the env.
-func (e *env) instance(t *testing.T, id string, rc RedisConfig) *Stream {
+func (e *env) instance(t *testing.T, id string, o opts) *Stream {
 	t.Helper()
-	return NewWithBackend(e.backend(t, rc), e.layout, id, testLogger)
+	return NewWithBackend(e.backend(t, o), e.layout, id, testLogger)
 }
 
 func (e *env) redisClient(t *testing.T) *redis.Client {
@@ -94,36 +178,217 @@ func (e *env) redisClient(t *testing.T) *redis.Client {
 	return c
 }
 
-// inject adds a raw entry to a channel's stream behind the Publisher's back,
-// as `redis-cli XADD` by someone else would.
+func (e *env) natsStream(t *testing.T) (jetstream.JetStream, func()) {
+	t.Helper()
+	conn, err := nats.Connect(e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, conn.Close
+}
+
+// deleteNATSStreams deletes the JetStream streams of the env's prefix.
+func (e *env) deleteNATSStreams(t *testing.T) {
+	js, done := e.natsStream(t)
+	defer done()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	prefix := NATSStreamName(e.layout.KeyPrefix)
+	names := js.StreamNames(ctx)
+	var mine []string
+	for name := range names.Name() {
+		if strings.HasPrefix(name, prefix) {
+			mine = append(mine, name)
+		}
+	}
+	if err := names.Err(); err != nil {
+		t.Errorf("error listing jetstream streams: %v", err)
+	}
+	for _, name := range mine {
+		if err := js.DeleteStream(ctx, name); err != nil {
+			t.Errorf("error deleting jetstream stream %s: %v", name, err)
+		}
+	}
+}
+
+func (e *env) pgConn(t *testing.T) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
+}
+
+// inject adds a raw message to a channel's stream behind the Publisher's
+// back, as someone else writing to the broker would: the "message" field is
+// the body (Redis: the field; NATS: the data; AMQP: the body; Postgres: the
+// payload), the other fields the headers (Postgres: the metadata column, a
+// JSON object of them unless "metadata" is given).
 func (e *env) inject(t *testing.T, channel string, fields map[string]any) {
 	t.Helper()
 	stream := e.layout.KeyPrefix + channel
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	body, _ := fields[fieldMessage].(string)
+	others := map[string]string{}
+	for k, v := range fields {
+		if k != fieldMessage {
+			others[k] = v.(string)
+		}
+	}
 	var err error
-	if e.mem != nil {
+	switch e.kind {
+	case BackendMemory:
 		err = e.mem.add(stream, 0, fields)
-	} else {
-		err = e.redisClient(t).XAdd(context.Background(), &redis.XAddArgs{Stream: stream, Values: fields}).Err()
+	case BackendRedis:
+		err = e.redisClient(t).XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: fields}).Err()
+	case BackendNATS:
+		js, done := e.natsStream(t)
+		defer done()
+		hdr := nats.Header{}
+		for k, v := range others {
+			hdr[k] = []string{v}
+		}
+		_, err = js.PublishMsg(ctx, &nats.Msg{Subject: NATSStreamName(stream), Data: []byte(body), Header: hdr})
+	case BackendAMQP:
+		headers := amqp.Table{}
+		for k, v := range others {
+			headers[k] = v
+		}
+		err = e.amqpChannel(t, func(ch *amqp.Channel) error {
+			if err := ch.Confirm(false); err != nil {
+				return err
+			}
+			c, err := ch.PublishWithDeferredConfirmWithContext(ctx, AMQPExchange(stream), "", true, false, amqp.Publishing{Headers: headers, Body: []byte(body)})
+			if err != nil {
+				return err
+			}
+			if ok, err := c.WaitContext(ctx); err != nil || !ok {
+				return fmt.Errorf("not confirmed: %v", err)
+			}
+			return nil
+		})
+	case BackendPostgres:
+		var payload []byte
+		if _, ok := fields[fieldMessage]; ok {
+			payload = []byte(body)
+		}
+		md, ok := others[fieldMetadata]
+		if !ok {
+			b, _ := json.Marshal(others)
+			md = string(b)
+		}
+		_, err = e.pgConn(t).Exec(ctx, `INSERT INTO `+pgx.Identifier{e.schema, PostgresTable(stream)}.Sanitize()+
+			` (uuid, payload, metadata, transaction_id) VALUES ('injected', $1, $2::json, pg_current_xact_id())`, payload, md)
 	}
 	if err != nil {
 		t.Fatalf("error injecting entry: %v", err)
 	}
 }
 
-// length returns the number of entries in a channel's stream.
-func (e *env) length(t *testing.T, channel string) int64 {
+func (e *env) amqpChannel(t *testing.T, f func(ch *amqp.Channel) error) error {
 	t.Helper()
-	stream := e.layout.KeyPrefix + channel
-	if e.mem != nil {
-		e.mem.mu.Lock()
-		defer e.mem.mu.Unlock()
-		return int64(len(e.mem.stream(stream).entries))
-	}
-	n, err := e.redisClient(t).XLen(context.Background(), stream).Result()
+	conn, err := amqp.Dial(e.url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return n
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f(ch)
+}
+
+// retainGroup is the group whose queue keeps an AMQP channel's messages for
+// length (AMQP keeps nothing that no queue holds).
+const retainGroup = "retain"
+
+// retain makes a channel keep what is published to it although nothing
+// subscribes: a no-op but on AMQP, where it declares a group queue.
+func (e *env) retain(t *testing.T, channel string) {
+	t.Helper()
+	e.declareGroup(t, retainGroup, channel+":*")
+}
+
+// declareGroup creates an AMQP group's queues ahead of its first member, so
+// that it keeps what is published meanwhile; other backends keep history
+// anyway.
+func (e *env) declareGroup(t *testing.T, group, pattern string) {
+	t.Helper()
+	if e.kind != BackendAMQP {
+		return
+	}
+	a := e.backend(t, opts{}).(*AMQP)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.DeclareGroup(ctx, e.layout, group, pattern); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// length returns the number of messages a channel's stream holds (AMQP: the
+// queue of retain).
+func (e *env) length(t *testing.T, channel string) int64 {
+	t.Helper()
+	stream := e.layout.KeyPrefix + channel
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	switch e.kind {
+	case BackendMemory:
+		e.mem.mu.Lock()
+		defer e.mem.mu.Unlock()
+		return int64(len(e.mem.stream(stream).entries))
+	case BackendRedis:
+		n, err := e.redisClient(t).XLen(ctx, stream).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	case BackendNATS:
+		js, done := e.natsStream(t)
+		defer done()
+		st, err := js.Stream(ctx, NATSStreamName(stream))
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return 0
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return int64(st.CachedInfo().State.Msgs)
+	case BackendAMQP:
+		var n int
+		err := e.amqpChannel(t, func(ch *amqp.Channel) error {
+			q, err := ch.QueueDeclarePassive(AMQPGroupQueue(stream, retainGroup, channel+":*"), true, false, false, false, nil)
+			n = q.Messages
+			return err
+		})
+		var aerr *amqp.Error
+		if errors.As(err, &aerr) && aerr.Code == amqp.NotFound {
+			return 0
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return int64(n)
+	case BackendPostgres:
+		conn := e.pgConn(t)
+		table := pgx.Identifier{e.schema, PostgresTable(stream)}.Sanitize()
+		var exists bool
+		if err := conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&exists); err != nil || !exists {
+			return 0
+		}
+		var n int64
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM `+table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	return 0
 }
 
 func newTestPublisher(t *testing.T, st *Stream) *Publisher {
@@ -207,7 +472,7 @@ func ids(msgs []*message.Message) []string {
 func TestPatternSubscriptions(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, kind string) {
 		e := newEnv(t, kind)
-		st := e.instance(t, "i1", RedisConfig{})
+		st := e.instance(t, "i1", opts{})
 		sub := newTestSubscriber(t, st, Broadcast())
 		const (
 			A = "store-sync:append:orders"
@@ -287,10 +552,10 @@ func TestBroadcastReachesEveryInstance(t *testing.T) {
 		e := newEnv(t, kind)
 		var chans []<-chan *message.Message
 		for _, id := range []string{"a", "b"} {
-			st := e.instance(t, id, RedisConfig{})
+			st := e.instance(t, id, opts{})
 			chans = append(chans, subscribe(t, newTestSubscriber(t, st, Broadcast()), "store-sync:append:*"))
 		}
-		pub := newTestPublisher(t, e.instance(t, "p", RedisConfig{}))
+		pub := newTestPublisher(t, e.instance(t, "p", opts{}))
 		var sent []string
 		for range 50 {
 			sent = append(sent, publish(t, pub, "store-sync:append:s1"))
@@ -323,7 +588,7 @@ func TestCompetingDeliversEachMessageToOneMember(t *testing.T) {
 		var wg sync.WaitGroup
 		t.Cleanup(wg.Wait)
 		for i := range members {
-			st := e.instance(t, "m"+string(rune('0'+i)), RedisConfig{})
+			st := e.instance(t, "m"+string(rune('0'+i)), opts{})
 			ch := subscribe(t, newTestSubscriber(t, st, Competing("workers")), "flow:event:*")
 			wg.Add(1)
 			go func() {
@@ -343,9 +608,9 @@ func TestCompetingDeliversEachMessageToOneMember(t *testing.T) {
 			}()
 		}
 		// Another group with the same pattern gets every message again.
-		audit := subscribe(t, newTestSubscriber(t, e.instance(t, "audit", RedisConfig{}), Competing("audit")), "flow:event:*")
+		audit := subscribe(t, newTestSubscriber(t, e.instance(t, "audit", opts{}), Competing("audit")), "flow:event:*")
 
-		pub := newTestPublisher(t, e.instance(t, "p", RedisConfig{}))
+		pub := newTestPublisher(t, e.instance(t, "p", opts{}))
 		sent := map[string]bool{}
 		for i := range total {
 			sent[publish(t, pub, "flow:event:r"+string(rune('0'+i%5)))] = true
@@ -390,7 +655,7 @@ func TestCompetingDeliversEachMessageToOneMember(t *testing.T) {
 func TestCompetingRedeliversWhenMemberDies(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, kind string) {
 		e := newEnv(t, kind)
-		rc := RedisConfig{MaxIdleTime: 300 * time.Millisecond, ClaimInterval: 100 * time.Millisecond}
+		rc := opts{ackWait: 300 * time.Millisecond}
 		subA := newTestSubscriber(t, e.instance(t, "a", rc), Competing("workers"))
 		chA := subscribe(t, subA, "flow:trigger:*")
 		pub := newTestPublisher(t, e.instance(t, "p", rc))
@@ -421,7 +686,7 @@ func TestCompetingRedeliversWhenMemberDies(t *testing.T) {
 func TestPoisonEntryDoesNotStopDelivery(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, kind string) {
 		e := newEnv(t, kind)
-		st := e.instance(t, "i", RedisConfig{})
+		st := e.instance(t, "i", opts{})
 		poison := subscribe(t, newTestSubscriber(t, st, Broadcast()), PoisonChannel+":*")
 		live := []<-chan *message.Message{
 			subscribe(t, newTestSubscriber(t, st, Broadcast()), "store-sync:append:*"),
@@ -488,7 +753,7 @@ func TestIndependentInstancesDoNotInterfere(t *testing.T) {
 		var chans []<-chan *message.Message
 		var subs []*Subscriber
 		for i, e := range envs {
-			st := e.instance(t, []string{"x", "y"}[i], RedisConfig{})
+			st := e.instance(t, []string{"x", "y"}[i], opts{})
 			pubs = append(pubs, newTestPublisher(t, st))
 			subs = append(subs, newTestSubscriber(t, st, Broadcast()))
 			chans = append(chans, subscribe(t, subs[i], "*"))
@@ -521,25 +786,48 @@ func TestIndependentInstancesDoNotInterfere(t *testing.T) {
 func TestStartPositions(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, kind string) {
 		e := newEnv(t, kind)
-		st := e.instance(t, "i", RedisConfig{})
+		st := e.instance(t, "i", opts{})
+		e.declareGroup(t, "g", "client:ui:*") // AMQP: the group keeps what is published from now on
 		pub := newTestPublisher(t, st)
 		old := publish(t, pub, "client:ui:runs")
-		latest := subscribe(t, newTestSubscriber(t, st, Broadcast()), "client:ui:*")
-		oldest := subscribe(t, newTestSubscriber(t, st, Delivery{Mode: ModeBroadcast, Start: StartOldest}), "client:ui:*")
-		groupOldest := subscribe(t, newTestSubscriber(t, st, Delivery{Mode: ModeCompeting, Group: "g", Start: StartOldest}), "client:ui:*")
-		groupLatest := subscribe(t, newTestSubscriber(t, st, Competing("g2")), "client:ui:*")
+		type reading struct {
+			ch      <-chan *message.Message
+			withOld bool
+		}
+		readings := map[string]reading{
+			"broadcast latest": {subscribe(t, newTestSubscriber(t, st, Broadcast()), "client:ui:*"), false},
+		}
+		if kind == BackendAMQP {
+			// AMQP keeps no history: replaying what no queue held is refused.
+			for name, d := range map[string]Delivery{
+				"broadcast oldest": {Mode: ModeBroadcast, Start: StartOldest},
+				"new group oldest": {Mode: ModeCompeting, Group: "g-new", Start: StartOldest},
+			} {
+				if _, err := newTestSubscriber(t, st, d).Subscribe(context.Background(), "client:ui:*"); !errors.Is(err, ErrNoReplay) {
+					t.Errorf("%s: Subscribe returned %v, want ErrNoReplay", name, err)
+				}
+			}
+		} else {
+			readings["broadcast oldest"] = reading{subscribe(t, newTestSubscriber(t, st, Delivery{Mode: ModeBroadcast, Start: StartOldest}), "client:ui:*"), true}
+		}
+		readings["group oldest"] = reading{subscribe(t, newTestSubscriber(t, st, Delivery{Mode: ModeCompeting, Group: "g", Start: StartOldest}), "client:ui:*"), true}
+		readings["group latest"] = reading{subscribe(t, newTestSubscriber(t, st, Competing("g2")), "client:ui:*"), false}
 		fresh := publish(t, pub, "client:ui:runs")
-		for name, c := range map[string]struct {
-			ch   <-chan *message.Message
-			want []string
-		}{
-			"broadcast latest": {latest, []string{fresh}},
-			"broadcast oldest": {oldest, []string{old, fresh}},
-			"group oldest":     {groupOldest, []string{old, fresh}},
-			"group latest":     {groupLatest, []string{fresh}},
-		} {
-			if got := ids(receive(t, c.ch, len(c.want))); !slices.Equal(got, c.want) {
-				t.Errorf("%s: got %v, want %v", name, got, c.want)
+		for name, r := range readings {
+			want := []string{fresh}
+			if r.withOld {
+				want = []string{old, fresh}
+			}
+			if got := ids(receive(t, r.ch, len(want))); !slices.Equal(got, want) {
+				t.Errorf("%s: got %v, want %v", name, got, want)
+			}
+		}
+		// Nothing more comes: a latest start does not replay what came before.
+		for name, r := range readings {
+			select {
+			case msg := <-r.ch:
+				t.Errorf("%s: unexpected message %s", name, msg.UUID)
+			case <-time.After(200 * time.Millisecond):
 			}
 		}
 	})
@@ -548,7 +836,7 @@ func TestStartPositions(t *testing.T) {
 func TestNackRedelivers(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, kind string) {
 		e := newEnv(t, kind)
-		st := e.instance(t, "i", RedisConfig{})
+		st := e.instance(t, "i", opts{})
 		for _, d := range []Delivery{Broadcast(), Competing("g")} {
 			ch := subscribe(t, newTestSubscriber(t, st, d), "client:ui:*")
 			id := publish(t, newTestPublisher(t, st), "client:ui:runs")
@@ -573,7 +861,7 @@ func TestNackRedelivers(t *testing.T) {
 func TestLifecycle(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, kind string) {
 		e := newEnv(t, kind)
-		st := e.instance(t, "i", RedisConfig{})
+		st := e.instance(t, "i", opts{})
 		if err := st.Ping(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -643,7 +931,8 @@ func TestTrimming(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, kind string) {
 		e := newEnv(t, kind)
 		e.layout.MaxLen["store-sync"] = 50
-		pub := newTestPublisher(t, e.instance(t, "i", RedisConfig{}))
+		e.retain(t, "store-sync")
+		pub := newTestPublisher(t, e.instance(t, "i", opts{}))
 		msgs := make([]*message.Message, 1000)
 		for i := range msgs {
 			msgs[i] = message.NewMessage(watermill.NewUUID(), []byte(`{}`))
@@ -651,7 +940,9 @@ func TestTrimming(t *testing.T) {
 		if err := pub.Publish("store-sync:append:s", msgs...); err != nil {
 			t.Fatal(err)
 		}
-		// "MAXLEN ~" trims whole macro nodes (100 entries by default in Redis).
+		// "MAXLEN ~" trims whole macro nodes (100 entries by default in
+		// Redis); NATS (MaxMsgs), AMQP (x-max-length) and Postgres (a
+		// delete after every MaxLen/10 rows) keep exactly 50.
 		if n := e.length(t, "store-sync"); n < 50 || n > 250 {
 			t.Errorf("stream holds %d entries after 1000 appends with MaxLen 50", n)
 		}
@@ -661,33 +952,74 @@ func TestTrimming(t *testing.T) {
 	})
 }
 
-// TestRedisGroupRecreated checks that a competing subscription survives the
-// loss of its consumer group (as after a Redis restart without persistence).
-func TestRedisGroupRecreated(t *testing.T) {
-	e := newEnv(t, BackendRedis)
-	st := e.instance(t, "i", RedisConfig{})
-	ch := subscribe(t, newTestSubscriber(t, st, Competing("g")), "flow:event:*")
-	pub := newTestPublisher(t, st)
-	first := publish(t, pub, "flow:event:r1")
-	receive(t, ch, 1)
-	if err := e.redisClient(t).XGroupDestroy(context.Background(), e.layout.KeyPrefix+"flow", "g@flow:event:*").Err(); err != nil {
-		t.Fatal(err)
-	}
-	second := publish(t, pub, "flow:event:r1")
-	deadline := time.After(waitFor)
-	for {
-		select {
-		case msg := <-ch:
-			msg.Ack()
-			if msg.UUID == second {
-				return
-			}
-			if msg.UUID != first { // the re-created group starts at the stream's start
-				t.Fatalf("unexpected message %s", msg.UUID)
-			}
-		case <-deadline:
-			t.Fatal("no delivery after the consumer group was destroyed")
+// TestGroupRecreated checks that a competing subscription survives the
+// loss of its consumer group (a Redis restarted without persistence, a
+// consumer or queue deleted by hand): it is re-created at the stream's
+// start (AMQP: declared again, empty, since AMQP keeps no history).
+func TestGroupRecreated(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, kind string) {
+		if kind == BackendMemory {
+			t.Skip("a Memory group lives in the process and cannot be lost apart from it")
 		}
+		e := newEnv(t, kind)
+		st := e.instance(t, "i", opts{})
+		ch := subscribe(t, newTestSubscriber(t, st, Competing("g")), "flow:event:*")
+		pub := newTestPublisher(t, st)
+		first := publish(t, pub, "flow:event:r1")
+		receive(t, ch, 1)
+		e.destroyGroup(t, "flow", "g", "flow:event:*")
+		if kind == BackendAMQP {
+			// What is published before the queue is back is lost for the group.
+			e.waitForQueue(t, AMQPGroupQueue(e.layout.KeyPrefix+"flow", "g", "flow:event:*"))
+		}
+		second := publish(t, pub, "flow:event:r1")
+		deadline := time.After(waitFor)
+		for {
+			select {
+			case msg := <-ch:
+				msg.Ack()
+				if msg.UUID == second {
+					return
+				}
+				if msg.UUID != first { // the re-created group starts at the stream's start
+					t.Fatalf("unexpected message %s", msg.UUID)
+				}
+			case <-deadline:
+				t.Fatal("no delivery after the consumer group was destroyed")
+			}
+		}
+	})
+}
+
+// destroyGroup deletes a consumer group (Delivery.Group with pattern)
+// behind the subscribers' back.
+func (e *env) destroyGroup(t *testing.T, channel, groupName, pattern string) {
+	t.Helper()
+	stream := e.layout.KeyPrefix + channel
+	group := groupKey(groupName, pattern)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var err error
+	switch e.kind {
+	case BackendAMQP:
+		err = e.amqpChannel(t, func(ch *amqp.Channel) error {
+			_, err := ch.QueueDelete(AMQPGroupQueue(stream, groupName, pattern), false, false, false)
+			return err
+		})
+	case BackendRedis:
+		err = e.redisClient(t).XGroupDestroy(ctx, stream, group).Err()
+	case BackendNATS:
+		js, done := e.natsStream(t)
+		defer done()
+		err = js.DeleteConsumer(ctx, NATSStreamName(stream), NATSStreamName(group))
+	case BackendPostgres:
+		_, err = e.pgConn(t).Exec(ctx, `DELETE FROM `+pgx.Identifier{e.schema, "watermill_offsets_" + pgTopic(stream)}.Sanitize()+
+			` WHERE consumer_group = $1`, group)
+	default:
+		t.Fatalf("cannot destroy a %s group", e.kind)
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -721,11 +1053,31 @@ func TestRedisUnreachable(t *testing.T) {
 }
 
 func TestNewFromConfig(t *testing.T) {
-	if _, err := New(Config{Backend: "nats"}, nil); err == nil {
+	if _, err := New(Config{Backend: "kafka"}, nil); err == nil {
 		t.Error("unknown backend accepted")
 	}
-	if _, err := New(Config{Backend: BackendRedis}, nil); err == nil {
-		t.Error("redis without URL accepted")
+	for _, b := range []string{BackendRedis, BackendNATS, BackendAMQP, BackendPostgres} {
+		if _, err := New(Config{Backend: b}, nil); err == nil {
+			t.Errorf("%s without URL accepted", b)
+		}
+	}
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Backend: BackendNATS, NATSURL: "nats://127.0.0.1:4222"}, "*stream.NATS"},
+		{Config{Backend: BackendAMQP, AMQPURL: "amqp://guest:guest@127.0.0.1:5672/"}, "*stream.AMQP"},
+		{Config{Backend: BackendPostgres, PostgresURL: "postgres://postgres@127.0.0.1/x"}, "*stream.Postgres"},
+	} {
+		cfg, want := c.cfg, c.want
+		st, err := New(cfg, nil)
+		if err != nil {
+			t.Fatalf("New(%+v): %v", cfg, err)
+		}
+		if got := fmt.Sprintf("%T", st.Backend()); got != want {
+			t.Errorf("backend %s is %s, want %s", cfg.Backend, got, want)
+		}
+		_ = st.Close()
 	}
 	st, err := New(Config{}, nil)
 	if err != nil {
@@ -746,7 +1098,7 @@ func TestNewFromConfig(t *testing.T) {
 func TestCompetingGroupIsPerPattern(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, kind string) {
 		e := newEnv(t, kind)
-		st := e.instance(t, "i", RedisConfig{})
+		st := e.instance(t, "i", opts{})
 		events := subscribe(t, newTestSubscriber(t, st, Competing("workers")), "flow:event:*")
 		triggers := subscribe(t, newTestSubscriber(t, st, Competing("workers")), "flow:trigger:*")
 		pub := newTestPublisher(t, st)
@@ -760,6 +1112,85 @@ func TestCompetingGroupIsPerPattern(t *testing.T) {
 		}
 		if got := ids(receive(t, triggers, 20)); !slices.Equal(got, wantTriggers) {
 			t.Errorf("triggers: got %v, want %v", got, wantTriggers)
+		}
+	})
+}
+
+// TestBrokerUnreachable checks that with the broker down a stream fails
+// fast and clearly, and that building publishers and subscribers does not
+// need it (as with Redis, a process starts and reports the stream not
+// ready).
+func TestBrokerUnreachable(t *testing.T) {
+	for _, cfg := range []Config{
+		{Backend: BackendNATS, NATSURL: "nats://127.0.0.1:1"},
+		{Backend: BackendAMQP, AMQPURL: "amqp://guest:guest@127.0.0.1:1/"},
+		{Backend: BackendPostgres, PostgresURL: "postgres://postgres@127.0.0.1:1/test?connect_timeout=2"},
+	} {
+		t.Run(cfg.Backend, func(t *testing.T) {
+			t.Parallel()
+			st, err := New(cfg, testLogger)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			start := time.Now()
+			if err := st.Ping(ctx); err == nil {
+				t.Fatal("Ping succeeded")
+			}
+			pub, err := st.NewPublisher()
+			if err != nil {
+				t.Fatalf("NewPublisher needs the broker: %v", err)
+			}
+			defer pub.Close()
+			if err := pub.Publish("client:ui:runs", message.NewMessage("x", nil)); err == nil {
+				t.Fatal("Publish succeeded")
+			}
+			sub, err := st.NewSubscriber(Broadcast())
+			if err != nil {
+				t.Fatalf("NewSubscriber needs the broker: %v", err)
+			}
+			defer sub.Close()
+			if _, err := sub.Subscribe(ctx, "client:*"); err == nil {
+				t.Fatal("Subscribe succeeded")
+			}
+			if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("failing took %v", d)
+			}
+		})
+	}
+}
+
+// TestUnackedMessageHoldsBackNoOtherReader checks that a group member
+// sitting on an unacked message delays nobody else: another group and a
+// broadcast reader of the same stream get what is published meanwhile.
+// (On Postgres a reading transaction that held a row lock would hide every
+// newer row from every reader until it ended.)
+func TestUnackedMessageHoldsBackNoOtherReader(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, kind string) {
+		e := newEnv(t, kind)
+		st := e.instance(t, "i", opts{})
+		slow := subscribe(t, newTestSubscriber(t, st, Competing("slow")), "flow:event:*")
+		other := subscribe(t, newTestSubscriber(t, st, Competing("other")), "flow:event:*")
+		watcher := subscribe(t, newTestSubscriber(t, st, Broadcast()), "flow:event:*")
+		pub := newTestPublisher(t, st)
+		first := publish(t, pub, "flow:event:r1")
+		var held *message.Message
+		select {
+		case held = <-slow:
+		case <-time.After(waitFor):
+			t.Fatal("the slow member received nothing")
+		}
+		second := publish(t, pub, "flow:event:r1")
+		for name, ch := range map[string]<-chan *message.Message{"other group": other, "broadcast": watcher} {
+			if got := ids(receive(t, ch, 2)); !slices.Equal(got, []string{first, second}) {
+				t.Errorf("%s got %v while a member held %s, want %v", name, got, first, []string{first, second})
+			}
+		}
+		held.Ack()
+		if got := receive(t, slow, 1); got[0].UUID != second {
+			t.Errorf("the slow member got %s after its ack, want %s", got[0].UUID, second)
 		}
 	})
 }

@@ -2,9 +2,12 @@ package stream
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -25,7 +28,8 @@ const (
 
 // Config is everything needed to build the stream layer of one process.
 type Config struct {
-	// Backend is BackendMemory (default) or BackendRedis.
+	// Backend is BackendMemory (default), BackendRedis, BackendNATS,
+	// BackendAMQP or BackendPostgres.
 	Backend string
 	// RedisURL is required for BackendRedis, e.g. redis://127.0.0.1:6379/0.
 	RedisURL string
@@ -49,6 +53,12 @@ type Config struct {
 	RedisBlockTime     time.Duration
 	RedisClaimInterval time.Duration
 	RedisMaxIdleTime   time.Duration
+	// AckWait is how long a message of a competing group may stay unacked
+	// with the member that received it before the broker gives it to another
+	// member: NATSConfig.AckWait, PostgresConfig.AckDeadline (Redis:
+	// RedisMaxIdleTime; AMQP redelivers as soon as the member's connection
+	// closes). 0: the backend's default.
+	AckWait time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -62,14 +72,22 @@ func (c *Config) setDefaults() {
 
 // Validate reports a configuration error.
 func (c Config) Validate() error {
-	switch c.Backend {
-	case BackendMemory:
-	case BackendRedis:
-		if c.RedisURL == "" {
-			return fmt.Errorf("stream: backend %q needs a Redis URL", c.Backend)
+	urls := map[string]struct{ url, what string }{
+		BackendRedis:    {c.RedisURL, "Redis"},
+		BackendNATS:     {c.NATSURL, "NATS"},
+		BackendAMQP:     {c.AMQPURL, "AMQP"},
+		BackendPostgres: {c.PostgresURL, "Postgres"},
+	}
+	if u, ok := urls[c.Backend]; ok {
+		if u.url == "" {
+			return fmt.Errorf("stream: backend %q needs a %s URL", c.Backend, u.what)
 		}
-	default:
-		return fmt.Errorf("stream: unknown backend %q (want %q or %q)", c.Backend, BackendMemory, BackendRedis)
+	} else if c.Backend != BackendMemory {
+		return fmt.Errorf("stream: unknown backend %q (want %s, %s, %s, %s or %s)", c.Backend,
+			BackendMemory, BackendRedis, BackendNATS, BackendAMQP, BackendPostgres)
+	}
+	if c.AckWait < 0 {
+		return fmt.Errorf("stream: AckWait must not be negative")
 	}
 	return c.layout().Validate()
 }
@@ -116,6 +134,24 @@ func New(cfg Config, logger watermill.LoggerAdapter) (*Stream, error) {
 			return nil, err
 		}
 		backend = r
+	case BackendNATS:
+		n, err := NewNATS(NATSConfig{URL: cfg.NATSURL, AckWait: cfg.AckWait}, logger)
+		if err != nil {
+			return nil, err
+		}
+		backend = n
+	case BackendAMQP:
+		a, err := NewAMQP(AMQPConfig{URL: cfg.AMQPURL}, logger)
+		if err != nil {
+			return nil, err
+		}
+		backend = a
+	case BackendPostgres:
+		p, err := NewPostgres(PostgresConfig{URL: cfg.PostgresURL, Schema: cfg.PostgresSchema, AckDeadline: cfg.AckWait}, logger)
+		if err != nil {
+			return nil, err
+		}
+		backend = p
 	}
 	return NewWithBackend(backend, cfg.layout(), cfg.InstanceID, logger), nil
 }
@@ -163,3 +199,34 @@ func (s *Stream) Ping(ctx context.Context) error { return s.backend.Ping(ctx) }
 
 // Close closes the backend.
 func (s *Stream) Close() error { return s.backend.Close() }
+
+// brokerName maps a physical stream (or group) name onto the characters a
+// broker accepts in its names, deterministically and injectively: bytes for
+// which keep is true stay, '_' and every other byte become "_XX" (upper-case
+// hex). A result longer than maxLen keeps its first maxLen-17 bytes and adds
+// "_" and 16 hex digits of the SHA-256 of the whole input.
+func brokerName(s string, keep func(c byte) bool, maxLen int) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c != '_' && keep(c) {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "_%02X", c)
+		}
+	}
+	out := b.String()
+	if len(out) <= maxLen {
+		return out
+	}
+	sum := sha256.Sum256([]byte(s))
+	return out[:maxLen-17] + "_" + hex.EncodeToString(sum[:8])
+}
+
+// alnumDash reports whether c is an ASCII letter, digit or '-'.
+func alnumDash(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-'
+}
+
+// groupKey is the name of a competing group on the broker: the Delivery's
+// Group and the pattern, as Subscriber.Subscribe forms it.
+func groupKey(group, pattern string) string { return group + "@" + pattern }
