@@ -1,6 +1,11 @@
 // Package stream is nvent's cross-instance stream: a Watermill Publisher and
-// Subscriber over topics and patterns, with two backends, Memory (one
-// process) and Redis Streams (many processes, via watermill-redisstream).
+// Subscriber over topics and patterns, with five backends: Memory (one
+// process), Redis Streams (watermill-redisstream for writes and group reads,
+// its own XREAD for broadcast reads), NATS JetStream (nats.go), RabbitMQ
+// (amqp.go) and Postgres tables (postgres.go, watermill-sql). The sections
+// below describe the Redis backend; each other backend's file says how it
+// maps channels, delivery modes and poison onto its broker, and the README's
+// "Choosing a stream backend" compares their guarantees.
 //
 // # Messages
 //
@@ -48,8 +53,9 @@
 // # Delivery modes
 //
 // ModeBroadcast (store-sync, client messages: every instance sees
-// everything) reads with plain XREAD (watermill-redisstream's fan-out mode),
-// not a consumer group per instance. Broadcast consumers are caches and
+// everything) reads with plain XREAD, up to 256 entries per round trip
+// (watermill-redisstream's fan-out mode reads one), not a consumer group
+// per instance. Broadcast consumers are caches and
 // browser fan-out whose true position is the per-subject seq in the store:
 // after a restart they start at the stream's end and replay what they missed
 // from the store. A group per instance would need a stable instance id and a
@@ -104,9 +110,17 @@
 // concrete id (see above). A read error after Close ends the read at once
 // instead of retrying.
 //
+// # Batches
+//
+// A Batch queues messages for a Publisher and writes them in order with one
+// round trip per Flush (Redis: one pipeline of XADDs). The stream
+// coordinator publishes through one, and the producer of its bus messages
+// (the relay) flushes before it checkpoints.
+//
 // # Building
 //
-// New builds a Stream from Config (Backend "memory" or "redis", RedisURL,
+// New builds a Stream from Config (Backend "memory", "redis", "nats", "amqp"
+// or "postgres", the backend's URL,
 // KeyPrefix, MaxLen, InstanceID, …); Stream.NewPublisher and
 // Stream.NewSubscriber(Broadcast() or Competing(group)) build the Watermill
 // pieces. There is no global state: two Streams in one process are
