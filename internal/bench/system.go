@@ -198,6 +198,7 @@ func (r *runner) startSystem(ctx context.Context, m *Machine) (*system, error) {
 		return nil, errorf("building the stream: %w", err)
 	}
 	r.onCleanup(func() { _ = st.Close() })
+	r.cleanBrokers(st)
 	storeCfg := storeConfig{pg: pgcfg, redis: redisstore.Config{URL: cfg.RedisURL, Prefix: prefix + "store:"}}
 
 	if cfg.twoProcess() {
