@@ -455,6 +455,10 @@ func (r *natsReader) fetchLoop(ctx context.Context, stream string, cons jetstrea
 	for ctx.Err() == nil {
 		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(natsFetchWait))
 		if err != nil {
+			if consumerGone(ctx, cons, err) {
+				r.logger.Info("JetStream consumer gone, ending the read", fields)
+				return
+			}
 			r.logger.Error("Error pulling from jetstream consumer, trying again in 1s", err, fields)
 			select {
 			case <-time.After(time.Second):
@@ -475,7 +479,7 @@ func (r *natsReader) fetchLoop(ctx context.Context, stream string, cons jetstrea
 			err := batch.Error()
 			switch {
 			case err == nil:
-			case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+			case consumerGone(ctx, cons, err):
 				r.logger.Info("JetStream consumer gone, ending the read", fields)
 				return
 			default:
@@ -491,6 +495,20 @@ func (r *natsReader) fetchLoop(ctx context.Context, stream string, cons jetstrea
 			return
 		}
 	}
+}
+
+// consumerGone reports whether a pull failed because the group's consumer
+// no longer exists: the error says so, or the consumer's info cannot be
+// found (a pull request to a deleted consumer may fail otherwise, e.g. as a
+// timeout or "no responders").
+func consumerGone(ctx context.Context, cons jetstream.Consumer, err error) bool {
+	if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return true
+	}
+	ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, ierr := cons.Info(ictx)
+	return errors.Is(ierr, jetstream.ErrConsumerNotFound) || errors.Is(ierr, jetstream.ErrStreamNotFound)
 }
 
 // groupConsumer returns the durable consumer of a competing group,
