@@ -456,7 +456,7 @@ func (r *natsReader) fetchLoop(ctx context.Context, stream string, cons jetstrea
 		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(natsFetchWait))
 		if err != nil {
 			if consumerGone(ctx, cons, err) {
-				r.logger.Info("JetStream consumer gone, ending the read", fields)
+				r.endGone(ctx, fields)
 				return
 			}
 			r.logger.Error("Error pulling from jetstream consumer, trying again in 1s", err, fields)
@@ -476,12 +476,15 @@ func (r *natsReader) fetchLoop(ctx context.Context, stream string, cons jetstrea
 			return
 		}
 		if m == nil {
+			// An empty pull: the wait passed, or it failed. A pull to a
+			// consumer deleted before it was sent fails as a mere wait,
+			// so both check that the consumer is still there.
 			err := batch.Error()
 			switch {
-			case err == nil:
 			case consumerGone(ctx, cons, err):
-				r.logger.Info("JetStream consumer gone, ending the read", fields)
+				r.endGone(ctx, fields)
 				return
+			case err == nil:
 			default:
 				r.logger.Error("Error pulling from jetstream consumer, trying again in 1s", err, fields)
 				select {
@@ -497,10 +500,22 @@ func (r *natsReader) fetchLoop(ctx context.Context, stream string, cons jetstrea
 	}
 }
 
-// consumerGone reports whether a pull failed because the group's consumer
-// no longer exists: the error says so, or the consumer's info cannot be
-// found (a pull request to a deleted consumer may fail otherwise, e.g. as a
-// timeout or "no responders").
+// endGone ends a read whose consumer is gone, after a pause: the
+// Subscriber then subscribes again and re-creates the consumer, and doing
+// that at once races the server's deletion of the old one (NATS fails the
+// delete with "directory not empty").
+func (r *natsReader) endGone(ctx context.Context, fields watermill.LogFields) {
+	r.logger.Info("JetStream consumer gone, ending the read", fields)
+	select {
+	case <-time.After(natsFetchWait):
+	case <-ctx.Done():
+	}
+}
+
+// consumerGone reports whether the group's consumer no longer exists after
+// a pull that failed with err (or came back empty, err nil): the error says
+// so, or the consumer's info cannot be found (a pull sent to a consumer
+// already deleted comes back empty, without an error, after its wait).
 func consumerGone(ctx context.Context, cons jetstream.Consumer, err error) bool {
 	if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return true
