@@ -36,10 +36,11 @@ type queuedEntry struct {
 //
 // Publish writes the queue itself when it holds limit messages, so the queue
 // stays bounded even without Flush; a Publish that does so returns the
-// write's error. A write that fails keeps the queue: the next Flush (or
-// Publish at the limit) writes it again, so messages may reach the stream
-// twice (consumers deduplicate by event id) but are never dropped or
-// reordered.
+// write's error, and then its own messages are not queued (the caller
+// publishes them again). A write that fails keeps the rest of the queue: the
+// next Flush (or Publish at the limit) writes it again, so messages may
+// reach the stream twice (consumers deduplicate by event id) but are never
+// dropped or reordered.
 //
 // A Batch is safe for concurrent use.
 type Batch struct {
@@ -77,11 +78,20 @@ func (b *Batch) Publish(topic string, msgs ...*message.Message) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	before := len(b.queue)
 	b.queue = append(b.queue, entries...)
 	if len(b.queue) < b.limit {
 		return nil
 	}
-	return b.flushLocked()
+	if err := b.flushLocked(); err != nil {
+		// The caller learns that these messages were not taken and will
+		// publish them again: keep only what was queued before them, so
+		// that retries do not grow the queue.
+		clear(b.queue[before:])
+		b.queue = b.queue[:before]
+		return err
+	}
+	return nil
 }
 
 // Flush writes every queued message and returns once the backend stored

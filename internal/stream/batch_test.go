@@ -141,6 +141,21 @@ func TestBatchWritesOnFlushInOrder(t *testing.T) {
 			if b.Pending() != 1 {
 				t.Fatalf("pending %d after a failed Flush, want 1", b.Pending())
 			}
+			// At the limit, a Publish whose write fails returns the error
+			// and does not queue its own messages (its caller retries).
+			for i := range 3 {
+				if err := b.Publish("store-sync:append:c", message.NewMessage("fill-"+string(rune('0'+i)), []byte(`{}`))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for range 3 {
+				if err := b.Publish("store-sync:append:c", message.NewMessage("over", []byte(`{}`))); err == nil {
+					t.Fatal("a Publish at the limit succeeded on a closed publisher")
+				}
+				if b.Pending() != 4 {
+					t.Fatalf("pending %d after a failed Publish at the limit, want 4", b.Pending())
+				}
+			}
 		})
 	}
 }

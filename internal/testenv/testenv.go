@@ -131,18 +131,25 @@ func RedisPrefix(t testing.TB, url string) string {
 }
 
 // PrivateRedis is a redis-server of the test's own, on a free loopback port,
-// that the test may stop and start again (nothing kept on disk). It is
-// stopped when the test ends.
+// that the test may stop and start again (by default nothing kept on disk,
+// so a restart empties it). It is stopped when the test ends.
 type PrivateRedis struct {
-	URL  string
-	port int
-	dir  string
-	cmd  *exec.Cmd
-	t    testing.TB
+	URL   string
+	port  int
+	dir   string
+	extra []string
+	cmd   *exec.Cmd
+	t     testing.TB
 }
 
-// StartPrivateRedis starts a private redis-server.
-func StartPrivateRedis(t testing.TB) *PrivateRedis {
+// RedisKeepsAcknowledgedWrites are StartPrivateRedis options that make the
+// server keep every write it acknowledged across a restart (AOF, fsync on
+// every write), as the README advises for a stream that must lose nothing.
+var RedisKeepsAcknowledgedWrites = []string{"--appendonly", "yes", "--appendfsync", "always"}
+
+// StartPrivateRedis starts a private redis-server; extra are further
+// redis-server options (they win over the defaults).
+func StartPrivateRedis(t testing.TB, extra ...string) *PrivateRedis {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("this test starts its own redis-server, which is not installed (apt-get install redis-server): %v", err)
@@ -153,7 +160,7 @@ func StartPrivateRedis(t testing.TB) *PrivateRedis {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	_ = ln.Close()
-	r := &PrivateRedis{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), port: port, dir: t.TempDir(), t: t}
+	r := &PrivateRedis{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), port: port, dir: t.TempDir(), extra: extra, t: t}
 	r.Start()
 	t.Cleanup(r.Stop)
 	return r
@@ -162,8 +169,9 @@ func StartPrivateRedis(t testing.TB) *PrivateRedis {
 // Start starts the server (again) and waits until it answers.
 func (r *PrivateRedis) Start() {
 	r.t.Helper()
-	r.cmd = exec.Command("redis-server", "--bind", "127.0.0.1", "--port", strconv.Itoa(r.port),
-		"--save", "", "--appendonly", "no", "--dir", r.dir)
+	args := append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(r.port),
+		"--save", "", "--appendonly", "no", "--dir", r.dir}, r.extra...)
+	r.cmd = exec.Command("redis-server", args...)
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatalf("error starting redis-server: %v", err)
 	}

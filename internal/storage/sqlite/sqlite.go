@@ -112,7 +112,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 
 	busy := strconv.FormatInt(cfg.BusyTimeout.Milliseconds(), 10)
-	writer, err := openPool(ctx, cfg.Path, url.Values{
+	writerParams := url.Values{
 		"_pragma": {
 			"busy_timeout(" + busy + ")",
 			"journal_mode(WAL)",
@@ -120,7 +120,19 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			"foreign_keys(1)",
 		},
 		"_txlock": {"immediate"},
-	})
+	}
+	// Switching a new file to WAL takes a lock that SQLite does not wait
+	// for (no busy handler): processes opening a new file together see
+	// SQLITE_BUSY. Try again, within the busy timeout.
+	writer, err := openPool(ctx, cfg.Path, writerParams)
+	for deadline := time.Now().Add(cfg.BusyTimeout); err != nil && isBusy(err) && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(20 * time.Millisecond):
+		}
+		writer, err = openPool(ctx, cfg.Path, writerParams)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -300,4 +312,14 @@ func fromMillis(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
 // placeholders returns "?, ?, …" with n marks.
 func placeholders(n int) string {
 	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}
+
+// isBusy reports whether err is SQLite's SQLITE_BUSY or SQLITE_LOCKED.
+func isBusy(err error) bool {
+	var se *sqlitedriver.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	code := se.Code() & 0xff // the primary result code
+	return code == sqlite3.SQLITE_BUSY || code == sqlite3.SQLITE_LOCKED
 }
