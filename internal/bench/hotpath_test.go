@@ -162,8 +162,8 @@ func copyBatch(in []*message.Message) []*message.Message {
 }
 
 // BenchmarkPostgresCommit commits single-row inserts from 8 goroutines,
-// plain and with a NOTIFY in the transaction (as nvent's events trigger
-// does): Postgres holds a cluster-wide lock from a notifying transaction's
+// plain and with a NOTIFY in the transaction (as nvent's events trigger did
+// until migration 00005): Postgres holds a cluster-wide lock from a notifying transaction's
 // pre-commit until its commit is flushed, so notifying commits cannot share
 // a WAL flush.
 func BenchmarkPostgresCommit(b *testing.B) {

@@ -33,9 +33,18 @@
 //
 // # Waking up
 //
-// A trigger on events and changes sends NOTIFY nvent_relay at commit; the
-// leader LISTENs on its lease connection and relays at once, and polls every
-// PollInterval in case a notification was missed.
+// The Postgres store sends NOTIFY nvent_relay (payload: the schema) after
+// its writes commit, from a transaction of its own (a NOTIFY inside the
+// writing transaction would serialise every commit); the leader LISTENs on
+// its lease connection and relays at once, and polls every PollInterval in
+// case a notification was missed or a row was written by another program.
+//
+// # Batches
+//
+// After the bus took a batch, the relay calls the bus's Flush (when it has
+// one): handlers that queue their output (the stream coordinator's
+// stream.Batch) write it then, and only once that returned without error
+// is the batch checkpointed.
 package relay
 
 import (
