@@ -6,59 +6,23 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-
-	"github.com/nvent/nvent/internal/stream/streamtest"
 )
-
-// batchBackends builds a fresh memory backend and a Redis backend on a key
-// prefix of the test's own, with their layouts.
-func batchBackends(t *testing.T) map[string]func(t *testing.T) (Backend, Layout) {
-	return map[string]func(t *testing.T) (Backend, Layout){
-		BackendMemory: func(t *testing.T) (Backend, Layout) {
-			m := NewMemory(testLogger)
-			t.Cleanup(func() { _ = m.Close() })
-			l := Layout{}
-			l.setDefaults()
-			return m, l
-		},
-		BackendRedis: func(t *testing.T) (Backend, Layout) {
-			url := streamtest.RedisURL(t)
-			l := Layout{KeyPrefix: streamtest.KeyPrefix(t, url)}
-			l.setDefaults()
-			r, err := NewRedis(RedisConfig{URL: url, BlockTime: 100 * time.Millisecond}, testLogger)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = r.Close() })
-			return r, l
-		},
-	}
-}
 
 // TestBatchWritesOnFlushInOrder: a Batch writes nothing until Flush (or its
 // limit), then everything in the order published, across channels; a
 // failed write keeps the queue.
 func TestBatchWritesOnFlushInOrder(t *testing.T) {
-	for kind, build := range batchBackends(t) {
-		t.Run(kind, func(t *testing.T) {
-			t.Parallel()
-			backend, layout := build(t)
-			st := NewWithBackend(backend, layout, "writer", testLogger)
+	forEachBackend(t, func(t *testing.T, kind string) {
+		{
+			e := newEnv(t, kind)
+			layout := e.layout
+			st := e.instance(t, "writer", opts{})
 			pub, err := st.NewPublisher()
 			if err != nil {
 				t.Fatal(err)
 			}
-			sub, err := st.NewSubscriber(Broadcast())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = sub.Close() })
-			ctx, cancel := context.WithCancel(context.Background())
-			t.Cleanup(cancel)
-			got, err := sub.Subscribe(ctx, "*")
-			if err != nil {
-				t.Fatal(err)
-			}
+			got := subscribe(t, newTestSubscriber(t, st, Broadcast()), "*")
+			ctx := context.Background()
 
 			b := NewBatch(pub, 5)
 			topics := []string{"store-sync:append:a", "flow:event:r1", "store-sync:append:a", "client:flow:r1"}
@@ -156,8 +120,8 @@ func TestBatchWritesOnFlushInOrder(t *testing.T) {
 					t.Fatalf("pending %d after a failed Publish at the limit, want 4", b.Pending())
 				}
 			}
-		})
-	}
+		}
+	})
 }
 
 func next(t *testing.T, ch <-chan *message.Message) *message.Message {

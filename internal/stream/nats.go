@@ -308,6 +308,53 @@ func (w *natsWriter) write(stream string, wire ...*message.Message) error {
 	return err
 }
 
+// natsBatchTimeout bounds the wait for JetStream's acknowledgements of one
+// batch.
+const natsBatchTimeout = 30 * time.Second
+
+// writeBatch publishes a Batch's entries asynchronously, in order on the
+// one connection, then waits for every acknowledgement: one round trip's
+// wait for the batch instead of one per message. An error (a stream
+// deleted meanwhile, say) fails the batch, which the Batch then writes
+// again whole.
+func (w *natsWriter) writeBatch(entries []queuedEntry) error {
+	_, js, err := w.publisher()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), natsBatchTimeout)
+	defer cancel()
+	futures := make([]jetstream.PubAckFuture, 0, len(entries))
+	for i, e := range entries {
+		if i == 0 || e.stream != entries[i-1].stream {
+			if _, err := w.streams.ensure(ctx, js, e.stream); err != nil {
+				return err
+			}
+		}
+		msg, err := natsMarshaler{}.Marshal(NATSStreamName(e.stream), e.wire)
+		if err != nil {
+			return err
+		}
+		f, err := js.PublishMsgAsync(msg)
+		if err != nil {
+			w.streams.forget(e.stream)
+			return fmt.Errorf("error publishing to %s: %w", e.stream, err)
+		}
+		futures = append(futures, f)
+	}
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			w.streams.forget(entries[i].stream)
+			return fmt.Errorf("error publishing to %s: %w", entries[i].stream, err)
+		case <-ctx.Done():
+			return fmt.Errorf("error publishing %d messages: no acknowledgement within %v", len(entries), natsBatchTimeout)
+		}
+	}
+	return nil
+}
+
 // Close closes the connection (watermill-nats' Publisher.Close would do
 // the same).
 func (w *natsWriter) Close() error {
