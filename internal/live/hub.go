@@ -52,6 +52,9 @@ func NewHub(sub message.Subscriber, log *slog.Logger) *Hub {
 func (h *Hub) Run(ctx context.Context) error {
 	msgs, err := h.sub.Subscribe(ctx, "*")
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while subscribing: a normal shutdown
+		}
 		return err
 	}
 	for msg := range msgs {
