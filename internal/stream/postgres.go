@@ -16,6 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nvent/nvent/internal/pgnotify"
 )
 
 // Defaults of a PostgresConfig.
@@ -430,7 +432,7 @@ func (p *Postgres) newWriter(layout Layout, logger watermill.LoggerAdapter) (wri
 	if err != nil {
 		return nil, fmt.Errorf("error creating postgres stream publisher: %w", err)
 	}
-	return &pgWriter{p: p, layout: layout, logger: logger, pub: pub, written: map[string]int64{}, notify: map[string]*pgNotifier{}}, nil
+	return &pgWriter{p: p, layout: layout, logger: logger, pub: pub, written: map[string]int64{}, notify: map[string]*pgnotify.Notifier{}}, nil
 }
 
 // pgInsert is the schema adapter of the publisher, which inserts into the
@@ -453,7 +455,7 @@ type pgWriter struct {
 
 	mu      sync.Mutex
 	written map[string]int64 // rows written per stream since the last trim
-	notify  map[string]*pgNotifier
+	notify  map[string]*pgnotify.Notifier
 }
 
 // write inserts the messages in one statement (one transaction), then
@@ -468,7 +470,7 @@ func (w *pgWriter) write(stream string, wire ...*message.Message) error {
 	w.mu.Lock()
 	n, ok := w.notify[stream]
 	if !ok {
-		n = &pgNotifier{pool: w.p.write, key: w.p.notifyKey(stream)}
+		n = pgnotify.New(w.p.write, `SELECT pg_notify($1, $2)`, PostgresNotifyChannel, w.p.notifyKey(stream))
 		w.notify[stream] = n
 	}
 	trim := false
@@ -480,7 +482,7 @@ func (w *pgWriter) write(stream string, wire ...*message.Message) error {
 		}
 	}
 	w.mu.Unlock()
-	n.committed()
+	n.Committed()
 	if trim {
 		w.trim(stream, w.layout.maxLen(stream))
 	}
@@ -505,66 +507,9 @@ func (w *pgWriter) Close() error {
 	notifiers := w.notify
 	w.mu.Unlock()
 	for _, n := range notifiers {
-		n.wait()
+		n.Wait()
 	}
 	return err
-}
-
-// pgNotifier sends NOTIFY after writes commit, from a transaction of its
-// own (a NOTIFY inside the writing transaction would serialise every
-// writing commit of the database on Postgres' notification lock). One
-// NOTIFY is in flight at a time; writes that commit meanwhile are folded
-// into one more.
-type pgNotifier struct {
-	pool *pgxpool.Pool
-	key  string
-
-	mu     sync.Mutex
-	flying bool
-	again  bool
-	idle   *sync.Cond
-}
-
-func (n *pgNotifier) committed() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.flying {
-		n.again = true
-		return
-	}
-	n.flying = true
-	go n.send()
-}
-
-func (n *pgNotifier) send() {
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, _ = n.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, PostgresNotifyChannel, n.key)
-		cancel()
-		n.mu.Lock()
-		if !n.again {
-			n.flying = false
-			if n.idle != nil {
-				n.idle.Broadcast()
-			}
-			n.mu.Unlock()
-			return
-		}
-		n.again = false
-		n.mu.Unlock()
-	}
-}
-
-// wait returns once no NOTIFY is in flight.
-func (n *pgNotifier) wait() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.idle == nil {
-		n.idle = sync.NewCond(&n.mu)
-	}
-	for n.flying {
-		n.idle.Wait()
-	}
 }
 
 func (p *Postgres) newReader(layout Layout, logger watermill.LoggerAdapter) (reader, error) {

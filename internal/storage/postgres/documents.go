@@ -119,7 +119,7 @@ func (s *Store) SaveDocument(ctx context.Context, collection, id string, data js
 	if err != nil {
 		return domain.Document{}, wrapErr(err, "saving document "+collection+"/"+id)
 	}
-	s.wake.committed()
+	s.wake.Committed()
 	doc.CreatedAt, doc.UpdatedAt = doc.CreatedAt.UTC(), doc.UpdatedAt.UTC()
 	return doc, nil
 }
@@ -184,7 +184,7 @@ func (s *Store) DeleteDocument(ctx context.Context, collection, id string, opts 
 		return wrapErr(err, "deleting document "+collection+"/"+id)
 	}
 	if tag.RowsAffected() == 1 {
-		s.wake.committed()
+		s.wake.Committed()
 		return nil
 	}
 	current, err := s.version(ctx, collection, id)

@@ -124,7 +124,7 @@ func (s *Store) Append(ctx context.Context, subject string, in []domain.NewEvent
 			return domain.AppendResult{}, wrapErr(err, "appending to "+subject)
 		}
 		if res != nil {
-			s.wake.committed()
+			s.wake.Committed()
 			return *res, nil
 		}
 		// The expected seq did not match. If the ids were all stored by

@@ -99,7 +99,7 @@ func (s *Store) SetKey(ctx context.Context, key string, value json.RawMessage, t
 	if _, err := s.pool.Exec(ctx, setKey, key, value, exp, now, domain.NewID(), domain.CorrelationID(ctx)); err != nil {
 		return domain.KVEntry{}, wrapErr(err, "setting key "+key)
 	}
-	s.wake.committed()
+	s.wake.Committed()
 	return domain.KVEntry{Key: key, Value: value, ExpiresAt: exp}, nil
 }
 
@@ -119,7 +119,7 @@ func (s *Store) DeleteKey(ctx context.Context, key string) error {
 	if err != nil {
 		return wrapErr(err, "deleting key "+key)
 	}
-	s.wake.committed()
+	s.wake.Committed()
 	return nil
 }
 
@@ -169,7 +169,7 @@ func (s *Store) incrTx(ctx context.Context, key string, delta int64) (domain.KVE
 	if err := tx.Commit(ctx); err != nil {
 		return domain.KVEntry{}, err
 	}
-	s.wake.committed()
+	s.wake.Committed()
 	return domain.KVEntry{Key: key, Value: value, ExpiresAt: utc(exp)}, nil
 }
 

@@ -33,6 +33,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/nvent/nvent/internal/domain"
+	"github.com/nvent/nvent/internal/pgnotify"
 	"github.com/nvent/nvent/internal/storage"
 )
 
@@ -42,7 +43,7 @@ type Store struct {
 	// ownsPool is set by Open: Close then closes the pool.
 	ownsPool bool
 	// wake tells the relay that a write committed.
-	wake *notifier
+	wake *pgnotify.Notifier
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -51,7 +52,7 @@ var _ storage.Store = (*Store)(nil)
 // schema (see NewPool and Migrator). The Store borrows the pool: Close
 // leaves it open for its owner to close.
 func New(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool, wake: &notifier{pool: pool}}
+	return &Store{pool: pool, wake: pgnotify.New(pool, notifyRelay)}
 }
 
 // Open creates a pool for cfg, applies pending migrations when
