@@ -94,27 +94,7 @@ var errLeaseLost = errors.New("the relay lease was lost")
 // ctx ends. It returns nil on shutdown: failures (Redis down, the lease
 // lost) are logged and retried.
 func (r *Redis) Run(ctx context.Context) error {
-	if !r.waitReady(ctx) {
-		return nil
-	}
-	for {
-		led, err := r.tryLead(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		wait := r.cfg.LeaseRetry
-		if err != nil {
-			r.log.Warn("relay round failed; retrying", slog.Any("error", err), slog.Duration("in", r.cfg.ErrorBackoff))
-			wait = r.cfg.ErrorBackoff
-		} else if led {
-			wait = 0
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		}
-	}
+	return r.elect(ctx, r.tryLead)
 }
 
 // tryLead takes the lease if it is free and relays until ctx ends, the

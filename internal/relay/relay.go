@@ -167,6 +167,34 @@ type flusher interface {
 	Flush(ctx context.Context) error
 }
 
+// elect waits until the bus is ready, then runs tryLead round after round
+// until ctx ends: at once again after a round that led, after LeaseRetry
+// when another instance leads, after ErrorBackoff when the round failed
+// (logged). It returns nil on shutdown.
+func (c *core) elect(ctx context.Context, tryLead func(context.Context) (led bool, err error)) error {
+	if !c.waitReady(ctx) {
+		return nil
+	}
+	for {
+		led, err := tryLead(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := c.cfg.LeaseRetry
+		if err != nil {
+			c.log.Warn("relay round failed; retrying", slog.Any("error", err), slog.Duration("in", c.cfg.ErrorBackoff))
+			wait = c.cfg.ErrorBackoff
+		} else if led {
+			wait = 0
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
 // lagInterval is how often pump measures the relay's lag.
 const lagInterval = time.Second
 
@@ -317,27 +345,7 @@ func (r *Relay) lockID() int64 {
 // ctx ends. It returns nil on shutdown: failures (Postgres down, the lease
 // connection lost) are logged and retried.
 func (r *Relay) Run(ctx context.Context) error {
-	if !r.waitReady(ctx) {
-		return nil
-	}
-	for {
-		led, err := r.tryLead(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		wait := r.cfg.LeaseRetry
-		if err != nil {
-			r.log.Warn("relay round failed; retrying", slog.Any("error", err), slog.Duration("in", r.cfg.ErrorBackoff))
-			wait = r.cfg.ErrorBackoff
-		} else if led {
-			wait = 0
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		}
-	}
+	return r.elect(ctx, r.tryLead)
 }
 
 // tryLead takes the lease if it is free and relays until ctx ends or the
