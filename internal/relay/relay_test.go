@@ -454,3 +454,66 @@ func TestTransactionIDsAreOrderedAsNumbers(t *testing.T) {
 	}
 	in.expectNothing(t, 300*time.Millisecond, "every event was relayed once")
 }
+
+// flushingBus is a bus whose handlers queue their output until Flush (as
+// bus.Bus with the stream coordinator's stream.Batch), with a Flush that
+// fails while failing is set.
+type flushingBus struct {
+	message.Publisher
+	failing atomic.Bool
+	flushes chan struct{}
+}
+
+func (f *flushingBus) Flush(context.Context) error {
+	select {
+	case f.flushes <- struct{}{}:
+	default:
+	}
+	if f.failing.Load() {
+		return fmt.Errorf("the stream is down")
+	}
+	return nil
+}
+
+// TestTheCheckpointWaitsForTheFlush: a batch whose flush to the stream
+// fails is not checkpointed, and is published again until a flush
+// succeeds; only then does the checkpoint move.
+func TestTheCheckpointWaitsForTheFlush(t *testing.T) {
+	e := newEnv(t)
+	cfg := fast()
+	cfg.Schema = e.schema
+	fb := &flushingBus{flushes: make(chan struct{}, 1)}
+	fb.failing.Store(true)
+	in := startWith(t, func(b message.Publisher, m relay.Metrics, ready, busGone <-chan struct{}) runner {
+		fb.Publisher = b
+		return relay.New(e.pool, fb, cfg, slog.New(slog.DiscardHandler), m, ready, busGone)
+	}, nil)
+	want := e.append(t, "orders:1", "a")
+	// Published, flush failed; published again, flush failed again.
+	for range 2 {
+		if got := in.expect(t, 1, 10*time.Second); got[0].ID != want[0].ID {
+			t.Fatalf("relayed %s, want %s", got[0].ID, want[0].ID)
+		}
+	}
+	checkpoints := func() int {
+		var n int
+		if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM relay_checkpoints WHERE name = 'events'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := checkpoints(); n != 0 {
+		t.Fatalf("%d checkpoints stored while every flush failed", n)
+	}
+	fb.failing.Store(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for checkpoints() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint within 10s of a flush succeeding")
+		}
+		select {
+		case <-fb.flushes:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
